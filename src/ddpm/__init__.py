@@ -1,0 +1,31 @@
+"""torch-ddpm: Denoising Diffusion Probabilistic Models (Ho et al. 2020) in PyTorch.
+
+The math lives in plain modules (``schedules``, ``diffusion``, ``likelihood``, ``losses``,
+``sampling``); ``GaussianDiffusion`` and ``Unet`` give the familiar object API on top.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import CheckpointError, ConfigError, DataError, DDPMError
+from .facade import GaussianDiffusion
+from .likelihood import bits_per_dim
+from .losses import training_losses
+from .models import Unet
+from .sampling import get_timesteps, sample_ancestral
+from .schedules import Schedule, get_schedule
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DDPMError",
+    "DataError",
+    "GaussianDiffusion",
+    "Schedule",
+    "Unet",
+    "__version__",
+    "bits_per_dim",
+    "get_schedule",
+    "get_timesteps",
+    "sample_ancestral",
+    "training_losses",
+]

@@ -1,0 +1,248 @@
+"""``GaussianDiffusion``: the familiar one-object API, delegating to the plain math modules.
+
+Images in and out of this class are in [0, 1] ([B, C, H, W]), as users expect; inside, the
+library works in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .diffusion import OBJECTIVES, VARIANCE_TYPES, check_choice
+from .errors import ConfigError
+from .likelihood import BitsPerDim, bits_per_dim
+from .losses import LOSS_TYPES, LossTerms, training_losses
+from .models.unet import image_hw
+from .sampling import sample_ancestral
+from .sampling.common import Callback, ModelFn
+from .schedules import Schedule, get_schedule
+
+
+def normalize(images: Tensor) -> Tensor:
+    """[0, 1] -> [-1, 1]."""
+    return images * 2 - 1
+
+
+def unnormalize(x: Tensor) -> Tensor:
+    """[-1, 1] -> [0, 1], clamped."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+class GaussianDiffusion(nn.Module):
+    """A model and a noise schedule, with the training loss as ``forward`` and ``sample``.
+
+    ``GaussianDiffusion(model, image_size=128, timesteps=1000, loss_type='l1')`` then
+    ``loss = diffusion(images)`` and ``diffusion.sample(batch_size=16)``.
+
+    Args:
+        model: a network ``model(x_t, t)`` (or ``model(x_t, t, classes)``) with attributes
+            ``channels`` and, for a learned variance, ``learned_variance``; a :class:`Unet`.
+        image_size: an int (square) or (height, width).
+        timesteps: T, the length of the forward process.
+        loss_type: ``'l2'`` (Ho et al.) or ``'l1'``.
+        objective: what the network predicts: ``'pred_noise'``, ``'pred_x0'`` or ``'pred_v'``.
+        beta_schedule: ``'linear'``, ``'cosine'`` or ``'sigmoid'``.
+        variance_type: ``'fixed_small'``, ``'fixed_large'`` or ``'learned_range'``; by default
+            ``'learned_range'`` when the model has a learned variance, else ``'fixed_small'``.
+        zero_terminal_snr: rescale the schedule so x_T is pure noise (Lin et al. 2023); needs
+            ``pred_v`` or ``pred_x0``, since x_0 cannot be recovered from eps at zero SNR.
+        min_snr_loss_weight, min_snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023).
+        offset_noise_strength: scale of the per-channel offset added to the noise.
+        vlb_weight: lambda of the hybrid loss when the variance is learned (0.001).
+        p_uncond: probability of dropping a class label to the null label during training,
+            for classifier-free guidance.
+        auto_normalize: take and return images in [0, 1] (True) or in [-1, 1] (False).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image_size: int | Sequence[int],
+        timesteps: int = 1000,
+        loss_type: str = "l2",
+        objective: str = "pred_noise",
+        beta_schedule: str = "linear",
+        *,
+        sampling_timesteps: int | None = None,
+        variance_type: str | None = None,
+        zero_terminal_snr: bool = False,
+        min_snr_loss_weight: bool = False,
+        min_snr_gamma: float = 5.0,
+        offset_noise_strength: float = 0.0,
+        vlb_weight: float = 0.001,
+        p_uncond: float = 0.1,
+        auto_normalize: bool = True,
+    ):
+        super().__init__()
+        self.model = model
+        self.channels = int(getattr(model, "channels", 3))
+        self.image_size = image_hw(image_size)
+        check_size = getattr(model, "check_image_size", None)
+        if check_size is not None:
+            check_size(*self.image_size)
+        self.loss_type = check_choice("loss type", loss_type, LOSS_TYPES)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
+        learned = bool(getattr(model, "learned_variance", False))
+        if variance_type is None:
+            variance_type = "learned_range" if learned else "fixed_small"
+        self.variance_type = check_choice("variance type", variance_type, VARIANCE_TYPES)
+        if (variance_type == "learned_range") != learned:
+            raise ConfigError(
+                f"variance_type {variance_type!r} does not fit a model with learned_variance={learned}; "
+                "use 'learned_range' exactly when the model learns its variance"
+            )
+        self.schedule = get_schedule(beta_schedule, timesteps, zero_terminal_snr=zero_terminal_snr)
+        if zero_terminal_snr and objective == "pred_noise":
+            raise ConfigError(
+                "zero_terminal_snr needs objective 'pred_v' or 'pred_x0': at zero SNR x_0 cannot be recovered from eps"
+            )
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ConfigError(f"p_uncond must be a probability in [0, 1]; got {p_uncond}")
+        self.num_timesteps = timesteps
+        self.beta_schedule = beta_schedule
+        self.sampling_timesteps = sampling_timesteps or timesteps
+        self.min_snr_gamma = min_snr_gamma if min_snr_loss_weight else None
+        self.offset_noise_strength = offset_noise_strength
+        self.vlb_weight = vlb_weight
+        self.p_uncond = p_uncond
+        self.auto_normalize = auto_normalize
+        self.num_classes = getattr(model, "num_classes", None)
+        self._schedules: dict[torch.device, Schedule] = {}
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def schedule_on(self, device: torch.device) -> Schedule:
+        """The schedule's tensors on ``device`` (made once per device)."""
+        device = torch.device(device)
+        if device not in self._schedules:
+            self._schedules[device] = self.schedule.to(device)
+        return self._schedules[device]
+
+    def model_fn(self, classes: Tensor | None = None) -> ModelFn:
+        """The network as the math modules call it: ``fn(x_t, t) -> output``."""
+        if classes is None:
+            return lambda x, t: self.model(x, t)
+        return lambda x, t: self.model(x, t, classes)
+
+    def check_classes(self, classes: Tensor | Sequence[int] | int | None, batch: int, device: torch.device) -> Tensor | None:
+        """Validate user-given class labels: one int or one per image, each in [0, num_classes)."""
+        if classes is None:
+            return None
+        if not self.num_classes:
+            raise ConfigError("class labels were given but the model is not class-conditional (build it with num_classes)")
+        labels = torch.as_tensor(classes, dtype=torch.long).cpu().flatten()
+        if labels.numel() == 1:
+            labels = labels.expand(batch)
+        if labels.numel() != batch:
+            raise ConfigError(f"got {labels.numel()} class labels for a batch of {batch}; give one label or one per image")
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if bad.numel():
+            raise ConfigError(f"class label {int(bad[0])} is out of range; labels run from 0 to {self.num_classes - 1}")
+        return labels.to(device)
+
+    def _check_images(self, images: Tensor) -> None:
+        expected = (self.channels, *self.image_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ConfigError(
+                f"expected images of shape [batch, {expected[0]}, {expected[1]}, {expected[2]}]; got {list(images.shape)}"
+            )
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def loss_terms(self, images: Tensor, classes: Tensor | None = None, *, generator: torch.Generator | None = None) -> LossTerms:
+        """Per-sample training losses of a batch (see :func:`ddpm.losses.training_losses`)."""
+        self._check_images(images)
+        x0 = normalize(images) if self.auto_normalize else images
+        if classes is not None:
+            classes = classes.to(x0.device).long()
+            if self.p_uncond > 0 and self.training:
+                # label dropout trains the null label for classifier-free guidance
+                drop = torch.rand(classes.shape, device=classes.device, generator=generator) < self.p_uncond
+                classes = torch.where(drop, torch.full_like(classes, self.num_classes), classes)
+        return training_losses(
+            self.model_fn(classes),
+            self.schedule_on(x0.device),
+            x0,
+            objective=self.objective,
+            loss_type=self.loss_type,
+            variance_type=self.variance_type,
+            min_snr_gamma=self.min_snr_gamma,
+            offset_noise_strength=self.offset_noise_strength,
+            vlb_weight=self.vlb_weight,
+            generator=generator,
+        )
+
+    def forward(self, images: Tensor, classes: Tensor | None = None) -> Tensor:
+        """The scalar training loss of ``images`` [B, C, H, W] in [0, 1]."""
+        return self.loss_terms(images, classes).loss.mean()
+
+    # ---- sampling and likelihood --------------------------------------------------------------
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        batch_size: int = 16,
+        return_all_timesteps: bool = False,
+        *,
+        steps: int | None = None,
+        classes: Tensor | Sequence[int] | int | None = None,
+        clip: str | bool | None = "static",
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """``batch_size`` new images [B, C, H, W] in [0, 1] by ancestral sampling.
+
+        ``steps`` (default: all T, or ``sampling_timesteps``) respaces the chain;
+        ``return_all_timesteps`` returns [B, steps + 1, C, H, W] from x_T to x_0.
+        """
+        device = self.device
+        labels = self.check_classes(classes, batch_size, device)
+        shape = (batch_size, self.channels, *self.image_size)
+        x_T = noise.to(device) if noise is not None else torch.randn(shape, generator=generator, device=device)
+        frames = [x_T]
+
+        def record(i: int, x: Tensor, pred_x0: Tensor) -> None:
+            if i > 0:
+                frames.append(x)
+            if callback is not None:
+                callback(i, x, pred_x0)
+
+        x0 = sample_ancestral(
+            self.model_fn(labels),
+            x_T,
+            self.schedule_on(device),
+            steps or self.sampling_timesteps,
+            objective=self.objective,
+            variance_type=self.variance_type,
+            clip=clip,
+            generator=generator,
+            callback=record if return_all_timesteps else callback,
+        )
+        out = torch.stack(frames + [x0], dim=1) if return_all_timesteps else x0
+        return unnormalize(out) if self.auto_normalize else out
+
+    def bits_per_dim(self, images: Tensor, classes: Tensor | None = None, *, generator: torch.Generator | None = None) -> BitsPerDim:
+        """The variational bound of 8-bit ``images`` [B, C, H, W] in [0, 1], in bits/dim."""
+        self._check_images(images)
+        x0 = normalize(images) if self.auto_normalize else images
+        was_training = self.training
+        self.eval()
+        try:
+            return bits_per_dim(
+                self.model_fn(self.check_classes(classes, images.shape[0], x0.device)),
+                self.schedule_on(x0.device),
+                x0,
+                objective=self.objective,
+                variance_type=self.variance_type,
+                generator=generator,
+            )
+        finally:
+            self.train(was_training)

@@ -1,0 +1,51 @@
+"""What every sampler shares: the model function type and turning its output into x_0 and eps."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..diffusion import clip_x0, eps_from_x0, split_output, x0_and_eps
+from ..schedules import Schedule
+
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+"""``model_fn(x_t [B, C, H, W], t [B]) -> output [B, C or 2C, H, W]`` with t in the training
+schedule's timesteps (floats are allowed for samplers that visit fractional times)."""
+
+Callback = Callable[[int, Tensor, Tensor], None]
+"""``callback(i, x_t, pred_x0)``: called once per step with the step index (0 = first step,
+the noisiest), the current sample and the model's prediction of x_0."""
+
+StepFn = Optional[Callback]
+
+
+def predict(
+    model_fn: ModelFn,
+    s: Schedule,
+    x: Tensor,
+    index: Tensor,
+    model_t: Tensor,
+    *,
+    objective: str,
+    clip: str | bool | None,
+    learned_variance: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """x_0, eps (consistent with the clipped x_0) and the variance output at x, all [B, ...].
+
+    ``index`` indexes ``s`` (which may be a respaced schedule); ``model_t`` is the timestep the
+    network sees, in the units it was trained with.
+    """
+    out = model_fn(x, model_t)
+    prediction, var_output = split_output(out, x.shape[1], learned_variance)
+    x0, eps = x0_and_eps(s, objective, prediction, x, index)
+    if clip not in (False, None, "none"):
+        x0 = clip_x0(x0, clip)
+        eps = eps_from_x0(s, x, index, x0)
+    return x0, eps, var_output
+
+
+def full_index(i: int, x: Tensor) -> Tensor:
+    """The integer ``i`` as a [B] long tensor on x's device."""
+    return torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)

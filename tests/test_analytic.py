@@ -1,0 +1,55 @@
+import math
+
+import pytest
+import torch
+
+from ddpm.analytic import discrete_gaussian_entropy_bits, gaussian_model, mixture_model, quantize
+from ddpm.diffusion import x0_and_eps
+from ddpm.schedules import get_schedule
+
+S = get_schedule("cosine", 200)
+
+
+def _log_q(x, t, means, stds, weights):
+    """log q(x_t) of a mixture of isotropic Gaussians, with torch.distributions."""
+    a = S.sqrt_alphas_cumprod[t].item()
+    comps = []
+    for m, s, w in zip(means, stds, weights):
+        loc = torch.tensor(a * m, dtype=torch.float64)
+        d = torch.distributions.Normal(loc, torch.tensor(math.sqrt(a * a * s * s + 1 - a * a), dtype=torch.float64))
+        comps.append(math.log(w) + d.log_prob(x).flatten(1).sum(1))
+    return torch.logsumexp(torch.stack(comps), dim=0)
+
+
+@pytest.mark.parametrize("t", [0, 60, 199])
+def test_mixture_model_is_minus_sigma_times_the_score(t):
+    means, stds, weights = (-0.5, 0.6), (0.1, 0.2), (0.3, 0.7)
+    x = (torch.randn(5, 1, 2, 2, generator=torch.Generator().manual_seed(t)).double() * 0.6).requires_grad_(True)
+    score = torch.autograd.grad(_log_q(x, t, means, stds, weights).sum(), x)[0]
+    sigma = math.sqrt(1 - S.alphas_cumprod[t].item())
+    eps = mixture_model(S, means, stds, [w * 10 for w in weights])(x.detach(), torch.full((5,), t))
+    torch.testing.assert_close(eps, -sigma * score, rtol=1e-7, atol=1e-9)
+
+
+def test_single_component_mixture_equals_the_gaussian_model():
+    x = torch.randn(3, 1, 4, 4).double()
+    t = torch.tensor([3, 100, 150])
+    torch.testing.assert_close(mixture_model(S, [0.2], [0.3], [1.0])(x, t), gaussian_model(S, 0.2, 0.3)(x, t))
+
+
+@pytest.mark.parametrize("objective", ["pred_x0", "pred_v"])
+def test_other_objectives_describe_the_same_prediction(objective):
+    x = torch.randn(2, 1, 2, 2).double()
+    t = torch.tensor([10, 150])
+    eps = gaussian_model(S, 0.1, 0.4)(x, t)
+    _, got = x0_and_eps(S, objective, gaussian_model(S, 0.1, 0.4, objective)(x, t), x, t)
+    torch.testing.assert_close(got, eps)
+
+
+def test_entropy_and_quantize():
+    assert discrete_gaussian_entropy_bits(1 / 255, 1e-4) == pytest.approx(0.0, abs=1e-6)  # all mass in one bin
+    assert discrete_gaussian_entropy_bits(0.0, 1e-4) == pytest.approx(1.0, abs=1e-6)  # 0 sits between two bins
+    wide = discrete_gaussian_entropy_bits(0.0, 100.0)
+    assert wide < 8.0 and wide > 1.0  # mostly in the two end bins
+    q = quantize(torch.tensor([-2.0, -1.0, 0.0, 0.001, 1.0]))
+    torch.testing.assert_close(q, torch.tensor([-1.0, -1.0, 1 / 255, 1 / 255, 1.0]))

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from ddpm import ConfigError, GaussianDiffusion, Unet
+
+
+def test_seed_program_runs_as_written():
+    """The blog-post program, with a small image size and few timesteps for speed."""
+    model = Unet(dim=64, dim_mults=(1, 2, 4, 8))
+    diffusion = GaussianDiffusion(model, image_size=16, timesteps=10, loss_type="l1")
+    optimizer = torch.optim.Adam(diffusion.parameters(), lr=1e-4)
+    images = torch.rand(2, 3, 16, 16)
+
+    loss = diffusion(images)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    sampled_images = diffusion.sample(batch_size=4)
+
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert sampled_images.shape == (4, 3, 16, 16)
+    assert sampled_images.min() >= 0 and sampled_images.max() <= 1
+
+
+def test_seed_construction_at_full_size():
+    model = Unet(dim=64, dim_mults=(1, 2, 4, 8))
+    diffusion = GaussianDiffusion(model, image_size=128, timesteps=1000, loss_type="l1")
+    assert diffusion.num_timesteps == 1000 and diffusion.image_size == (128, 128)
+    assert diffusion.loss_type == "l1" and diffusion.objective == "pred_noise" and diffusion.beta_schedule == "linear"
+
+
+def test_forward_is_the_l1_loss_on_images_in_zero_one():
+    class Zero(torch.nn.Module):
+        channels = 1
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t):
+            return torch.zeros_like(x) * self.w
+
+    diffusion = GaussianDiffusion(Zero(), image_size=8, timesteps=10, loss_type="l1")
+    torch.manual_seed(0)
+    loss = diffusion(torch.rand(256, 1, 8, 8))
+    # the loss of predicting 0 for N(0, 1) noise is E|eps| = sqrt(2 / pi)
+    assert loss.item() == pytest.approx((2 / torch.pi) ** 0.5, rel=0.01)
+
+
+def test_non_square_images_classes_and_all_timesteps():
+    model = Unet(dim=8, dim_mults=(1, 2), channels=1, num_classes=3)
+    diffusion = GaussianDiffusion(model, (8, 12), timesteps=6)
+    assert diffusion(torch.rand(4, 1, 8, 12), torch.tensor([0, 1, 2, 0])).ndim == 0
+    frames = diffusion.sample(batch_size=2, classes=[1, 2], return_all_timesteps=True)
+    assert frames.shape == (2, 7, 1, 8, 12)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    torch.testing.assert_close(diffusion.sample(2, generator=g1, steps=3), diffusion.sample(2, generator=g2, steps=3))
+
+
+def test_bits_per_dim_through_the_facade():
+    model = Unet(dim=8, dim_mults=(1, 2), channels=1)
+    diffusion = GaussianDiffusion(model, 8, timesteps=10)
+    images = torch.randint(0, 256, (2, 1, 8, 8)).float() / 255
+    bpd = diffusion.bits_per_dim(images)
+    assert bpd.total.shape == (2,) and bool((bpd.total > 0).all())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(image_size=(9, 8)), "image size 9x8 cannot be halved 1 time by this Unet"),
+        (dict(image_size=8, loss_type="l3"), "unknown loss type 'l3'; choose one of l2, l1"),
+        (dict(image_size=8, objective="eps"), "unknown objective 'eps'"),
+        (dict(image_size=8, beta_schedule="cos"), "unknown beta schedule 'cos'"),
+        (dict(image_size=8, variance_type="learned_range"), "does not fit a model with learned_variance=False"),
+        (dict(image_size=8, zero_terminal_snr=True), "zero_terminal_snr needs objective 'pred_v' or 'pred_x0'"),
+        (dict(image_size="big"), "image_size must be an int or a (height, width) pair; got 'big'"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1), **kwargs)
+    assert message in str(err.value)
+
+
+def test_bad_inputs_at_call_time():
+    diffusion = GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1, num_classes=2), 8, timesteps=5)
+    with pytest.raises(ConfigError, match=r"expected images of shape \[batch, 1, 8, 8\]; got \[2, 3, 8, 8\]"):
+        diffusion(torch.rand(2, 3, 8, 8))
+    with pytest.raises(ConfigError, match="class label 5 is out of range; labels run from 0 to 1"):
+        diffusion.sample(2, classes=5)
+    with pytest.raises(ConfigError, match="got 3 class labels for a batch of 2"):
+        diffusion.sample(2, classes=[0, 1, 1])
