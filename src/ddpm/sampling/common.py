@@ -7,7 +7,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..diffusion import clip_x0, eps_from_x0, split_output, x0_and_eps
+from ..diffusion import OBJECTIVES, VARIANCE_TYPES, check_choice, clip_x0, eps_from_x0, split_output, x0_and_eps
+from ..errors import ConfigError
 from ..schedules import Schedule
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
@@ -49,3 +50,19 @@ def predict(
 def full_index(i: int, x: Tensor) -> Tensor:
     """The integer ``i`` as a [B] long tensor on x's device."""
     return torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+
+
+def check_options(objective: str, variance_type: str, clip: str | bool | None) -> None:
+    """Raise a ConfigError for an unknown objective, variance type or clip mode before a sampler
+    starts, rather than at its first model call."""
+    check_choice("objective", objective, OBJECTIVES)
+    check_choice("variance type", variance_type, VARIANCE_TYPES)
+    if clip not in (True, False, None, "static", "dynamic", "none"):
+        raise ConfigError(f"unknown clip mode {clip!r}; choose one of static, dynamic, none")
+
+
+def alpha_bars(schedule: Schedule, timesteps: list[int]) -> list[float]:
+    """alpha_bar at each of ``timesteps`` as Python floats: one device-to-host copy per call, so
+    the per-step coefficient tables cost no synchronisation inside a sampler's loop."""
+    ab = schedule.alphas_cumprod.tolist()
+    return [ab[t] for t in timesteps]

@@ -1,0 +1,86 @@
+"""Samplers by name, each with the timestep grid that measured best for it.
+
+DEFAULT_GRIDS holds, per sampler, the grid with the smallest error at 10 and 20 steps, summed
+over the linear and cosine schedules (T = 1000), of |mean - 0.3| + |std - 0.2| for data
+N(0.3, 0.2^2) (exact, no sampling noise) plus the error in the weight of the +0.5 mode of a
+mixture (modes -0.5 / +0.5, std 0.1, weights 0.3 / 0.7; 8000 images of 1x4x4, the same x_T
+throughout, against a 1000-step run), driven by the exact predictors of ``ddpm.analytic``,
+without clipping. Lower is better; * = the default:
+
+               uniform  trailing  leading  quadratic  karras  logsnr
+    ancestral   0.400    0.384     0.364    *0.335    0.455   0.425
+    ddim        0.298    0.295     0.299    *0.188    0.261   0.229
+    dpm++2m     0.184    0.233     0.251     0.108    0.053  *0.035
+    dpm++3m     0.259    0.225     0.329     0.130    0.147  *0.092
+
+(``sample_ancestral`` itself keeps its historical default, uniform; :func:`sample` uses the table.)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..schedules import Schedule
+from .ancestral import sample_ancestral
+from .common import Callback, ModelFn
+from .ddim import sample_ddim
+from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ancestral": sample_ancestral,
+    "ddim": sample_ddim,
+    "dpm++2m": sample_dpmpp_2m,
+    "dpm++3m": sample_dpmpp_3m,
+}
+
+DEFAULT_GRIDS: dict[str, str] = {
+    "ancestral": "quadratic",
+    "ddim": "quadratic",
+    "dpm++2m": "logsnr",
+    "dpm++3m": "logsnr",
+}
+
+
+def get_sampler(name: str) -> Callable[..., Tensor]:
+    """The sampler function called ``name`` (a key of :data:`SAMPLERS`)."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def sample(
+    name: str,
+    model_fn: ModelFn,
+    x_T: Tensor,
+    schedule: Schedule,
+    steps: int | None = None,
+    *,
+    eta: float = 0.0,
+    grid: str | None = None,
+    objective: str = "pred_noise",
+    variance_type: str = "fixed_small",
+    clip: str | bool | None = "static",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Run sampler ``name`` from x_T [B, C, H, W] to x_0 [B, C, H, W].
+
+    ``steps`` model evaluations (None: all T) on ``grid`` (None: the sampler's default,
+    :data:`DEFAULT_GRIDS`). ``eta`` is DDIM's; any other sampler rejects eta != 0 rather than
+    silently ignoring it.
+    """
+    fn = get_sampler(name)
+    grid = DEFAULT_GRIDS[name] if grid is None else grid
+    options = dict(grid=grid, objective=objective, variance_type=variance_type, clip=clip,
+                   generator=generator, callback=callback)
+    if name == "ddim":
+        return fn(model_fn, x_T, schedule, steps, eta=eta, **options)
+    if eta != 0:
+        raise ConfigError(
+            f"eta={eta!r} applies only to the 'ddim' sampler; sampler {name!r} has no eta, so leave it at 0"
+        )
+    return fn(model_fn, x_T, schedule, steps, **options)

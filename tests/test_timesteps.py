@@ -1,0 +1,121 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddpm.errors import ConfigError
+from ddpm.sampling import GRIDS, get_timesteps
+from ddpm.schedules import get_schedule
+
+LINEAR = get_schedule("linear", 1000)
+
+
+@pytest.mark.parametrize(
+    "grid, expected",
+    [
+        ("uniform", [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]),
+        ("trailing", [99, 199, 299, 399, 499, 599, 699, 799, 899, 999]),
+        ("leading", [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]),
+        # 999 (i / 9)^2 rounded
+        ("quadratic", [0, 12, 49, 111, 197, 308, 444, 604, 789, 999]),
+    ],
+)
+def test_pinned_grids(grid, expected):
+    assert get_timesteps(grid, LINEAR, 10) == expected
+
+
+def _nearest_integer_solution(values, targets, ts):
+    """Each t_i is within one timestep of where the decreasing ``values`` cross ``targets``."""
+    for t, target in zip(ts, targets):
+        lo, hi = values[min(t + 1, len(values) - 1)], values[max(t - 1, 0)]
+        assert lo - 1e-9 <= target <= hi + 1e-9
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])
+def test_logsnr_grid_is_even_in_log_snr_down_to_sigma_max(name):
+    s = get_schedule(name, 1000)
+    ts = get_timesteps("logsnr", s, 12)
+    log_snr = s.log_snr.numpy()
+    floor = -2 * math.log(80.0)  # sigma_max = 80, Karras et al. table 1
+    if log_snr[-1] < floor:  # linear (-10.1) and cosine (-19.8): 11 even steps, then T-1
+        assert ts[-1] == 999
+        _nearest_integer_solution(log_snr, np.linspace(log_snr[0], floor, 11), ts[:-1])
+    else:
+        _nearest_integer_solution(log_snr, np.linspace(log_snr[0], log_snr[-1], 12), ts)
+    assert ts[0] == 0 and ts[-1] == 999
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_karras_grid_is_even_in_sigma_to_the_one_over_rho(name):
+    s = get_schedule(name, 1000)
+    ts = get_timesteps("karras", s, 12)
+    sigma = np.sqrt((1 - s.alphas_cumprod.numpy()) / s.alphas_cumprod.numpy())
+    assert sigma[-1] > 80.0
+    root = sigma ** (1 / 7)
+    # sigma^(1/rho) increases with t; negate it to reuse the decreasing-values check
+    _nearest_integer_solution(-root, -np.linspace(root[0], 80.0 ** (1 / 7), 11), ts[:-1])
+    assert ts[0] == 0 and ts[-1] == 999
+
+
+def test_cosine_grids_do_not_crowd_its_last_steps():
+    """Cosine's clipped betas drop log-SNR from -10 to -20 over t = 995..999; a grid spaced over
+    that range would spend half of 10 steps there."""
+    s = get_schedule("cosine", 1000)
+    for grid in ("logsnr", "karras"):
+        assert sum(t >= 990 for t in get_timesteps(grid, s, 10)) == 2
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_full_and_single_step(grid):
+    assert get_timesteps(grid, LINEAR, 1000) == list(range(1000))
+    # one step starts where the noise is (leading starts at 0 by its definition)
+    assert get_timesteps(grid, LINEAR, 1) == ([0] if grid == "leading" else [999])
+
+
+@pytest.mark.parametrize("grid", ["logsnr", "karras"])
+def test_zero_terminal_snr_keeps_the_last_step_and_spaces_the_rest(grid):
+    s = get_schedule("linear", 1000, zero_terminal_snr=True)
+    ts = get_timesteps(grid, s, 10)
+    assert ts[-1] == 999 and ts[0] == 0 and len(set(ts)) == 10
+    # the finite part is spaced down to sigma_max = 80 as on any schedule
+    if grid == "logsnr":
+        log_snr = s.log_snr.numpy()
+        _nearest_integer_solution(log_snr, np.linspace(log_snr[0], -2 * math.log(80.0), 9), ts[:-1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    T=st.integers(2, 300),
+    frac=st.floats(0, 1),
+    grid=st.sampled_from(GRIDS),
+    name=st.sampled_from(["linear", "cosine"]),
+    zero_snr=st.booleans(),
+)
+def test_every_grid_gives_distinct_ascending_steps(T, frac, grid, name, zero_snr):
+    steps = 1 + round(frac * (T - 1))
+    ts = get_timesteps(grid, get_schedule(name, T, zero_terminal_snr=zero_snr), steps)
+    assert len(ts) == steps and all(isinstance(t, int) for t in ts)
+    assert ts[0] >= 0 and ts[-1] <= T - 1
+    assert all(a < b for a, b in zip(ts, ts[1:]))
+    if grid != "leading":  # the others start sampling from the noisiest step
+        assert ts[-1] == T - 1
+
+
+@pytest.mark.parametrize(
+    "grid, steps, message",
+    [
+        ("nope", 10,
+         "unknown timestep grid 'nope'; choose one of uniform, trailing, leading, quadratic, karras, logsnr"),
+        ("uniform", 0, "steps must be an integer from 1 to the 1000 training timesteps; got 0"),
+        ("uniform", 1001, "steps must be an integer from 1 to the 1000 training timesteps; got 1001"),
+        ("uniform", 2.5, "steps must be an integer from 1 to the 1000 training timesteps; got 2.5"),
+        ("uniform", True, "steps must be an integer from 1 to the 1000 training timesteps; got True"),
+        ("nope", 1000, "unknown timestep grid 'nope'"),
+    ],
+)
+def test_errors(grid, steps, message):
+    with pytest.raises(ConfigError) as err:
+        get_timesteps(grid, LINEAR, steps)
+    assert str(err.value).startswith(message)
