@@ -16,9 +16,14 @@ from .errors import ConfigError
 from .likelihood import BitsPerDim, bits_per_dim
 from .losses import LOSS_TYPES, LossTerms, training_losses
 from .models.unet import image_hw
-from .sampling import sample_ancestral
+from .sampling import sample as run_sampler
+from .sampling.guidance import guided_model_fn
 from .sampling.common import Callback, ModelFn
 from .schedules import Schedule, get_schedule
+
+
+DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20}
+"""Model evaluations a sampler takes when not told (None: all T)."""
 
 
 def normalize(images: Tensor) -> Tensor:
@@ -104,6 +109,7 @@ class GaussianDiffusion(nn.Module):
         self.num_timesteps = timesteps
         self.beta_schedule = beta_schedule
         self.sampling_timesteps = sampling_timesteps or timesteps
+        self._steps_given = sampling_timesteps is not None
         self.min_snr_gamma = min_snr_gamma if min_snr_loss_weight else None
         self.offset_noise_strength = offset_noise_strength
         self.vlb_weight = vlb_weight
@@ -156,18 +162,36 @@ class GaussianDiffusion(nn.Module):
 
     # ---- training ---------------------------------------------------------------------------
 
-    def loss_terms(self, images: Tensor, classes: Tensor | None = None, *, generator: torch.Generator | None = None) -> LossTerms:
-        """Per-sample training losses of a batch (see :func:`ddpm.losses.training_losses`)."""
+    def loss_terms(
+        self,
+        images: Tensor,
+        classes: Tensor | None = None,
+        *,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        keep_labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        network: nn.Module | None = None,
+    ) -> LossTerms:
+        """Per-sample training losses of a batch (see :func:`ddpm.losses.training_losses`).
+
+        ``t``, ``noise`` and ``keep_labels`` (bool [B]: False drops that label to the null label)
+        are drawn from ``generator`` unless given; a trainer that splits one batch over several
+        processes draws them once for the whole batch. ``network`` replaces the model for this
+        call (a DistributedDataParallel wrapper of it, say).
+        """
         self._check_images(images)
         x0 = normalize(images) if self.auto_normalize else images
         if classes is not None:
             classes = classes.to(x0.device).long()
-            if self.p_uncond > 0 and self.training:
+            if keep_labels is None and self.training and self.p_uncond > 0:
                 # label dropout trains the null label for classifier-free guidance
-                drop = torch.rand(classes.shape, device=classes.device, generator=generator) < self.p_uncond
-                classes = torch.where(drop, torch.full_like(classes, self.num_classes), classes)
+                keep_labels = torch.rand(classes.shape, device=classes.device, generator=generator) >= self.p_uncond
+            if keep_labels is not None:
+                classes = torch.where(keep_labels.to(classes.device), classes, torch.full_like(classes, self.num_classes))
+        net = network if network is not None else self.model
         return training_losses(
-            self.model_fn(classes),
+            (lambda x, tt: net(x, tt, classes)) if classes is not None else (lambda x, tt: net(x, tt)),
             self.schedule_on(x0.device),
             x0,
             objective=self.objective,
@@ -176,6 +200,8 @@ class GaussianDiffusion(nn.Module):
             min_snr_gamma=self.min_snr_gamma,
             offset_noise_strength=self.offset_noise_strength,
             vlb_weight=self.vlb_weight,
+            t=t,
+            noise=noise,
             generator=generator,
         )
 
@@ -191,20 +217,31 @@ class GaussianDiffusion(nn.Module):
         batch_size: int = 16,
         return_all_timesteps: bool = False,
         *,
+        sampler: str | None = None,
         steps: int | None = None,
+        eta: float = 0.0,
+        grid: str | None = None,
         classes: Tensor | Sequence[int] | int | None = None,
+        guidance_scale: float = 1.0,
         clip: str | bool | None = "static",
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
         callback: Callback | None = None,
     ) -> Tensor:
-        """``batch_size`` new images [B, C, H, W] in [0, 1] by ancestral sampling.
+        """``batch_size`` new images [B, C, H, W] in [0, 1].
 
-        ``steps`` (default: all T, or ``sampling_timesteps``) respaces the chain;
-        ``return_all_timesteps`` returns [B, steps + 1, C, H, W] from x_T to x_0.
+        ``sampler`` is ``ancestral`` (Ho et al. Algorithm 2), ``ddim`` (with ``eta``), ``dpm++2m``
+        or another name of :data:`ddpm.sampling.SAMPLERS` (default: ancestral, or ddim when
+        ``sampling_timesteps`` < T, as in lucidrains' package); ``steps`` model evaluations
+        (default: ``sampling_timesteps`` if given, else :data:`DEFAULT_STEPS` of the sampler) on
+        the timestep ``grid`` (default: the sampler's best). With a class-conditional model, ``classes`` (one label or one per image)
+        and ``guidance_scale`` (classifier-free guidance; 1 = plain conditional) choose what to
+        draw. ``return_all_timesteps`` returns [B, steps + 1, C, H, W] from x_T to x_0.
         """
         device = self.device
         labels = self.check_classes(classes, batch_size, device)
+        if guidance_scale != 1.0 and labels is None:
+            raise ConfigError("guidance_scale needs class labels (classes=...) and a class-conditional model")
         shape = (batch_size, self.channels, *self.image_size)
         x_T = noise.to(device) if noise is not None else torch.randn(shape, generator=generator, device=device)
         frames = [x_T]
@@ -215,11 +252,23 @@ class GaussianDiffusion(nn.Module):
             if callback is not None:
                 callback(i, x, pred_x0)
 
-        x0 = sample_ancestral(
-            self.model_fn(labels),
+        if labels is not None and guidance_scale != 1.0:
+            model_fn = guided_model_fn(self.model, labels, guidance_scale, self.num_classes)
+        else:
+            model_fn = self.model_fn(labels)
+        if sampler is None:
+            sampler = "ddim" if self.sampling_timesteps < self.num_timesteps else "ancestral"
+        if steps is None:
+            steps = self.sampling_timesteps if self._steps_given else DEFAULT_STEPS.get(sampler)
+            steps = min(steps or self.num_timesteps, self.num_timesteps)
+        x0 = run_sampler(
+            sampler,
+            model_fn,
             x_T,
             self.schedule_on(device),
-            steps or self.sampling_timesteps,
+            steps,
+            eta=eta,
+            grid=grid,
             objective=self.objective,
             variance_type=self.variance_type,
             clip=clip,

@@ -40,6 +40,26 @@ def min_snr_weight(s: Schedule, t: Tensor, objective: str, gamma: float) -> Tens
     return weight.float()
 
 
+def draw_noise(
+    shape: torch.Size | tuple[int, ...],
+    offset_noise_strength: float = 0.0,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """eps ~ N(0, I) of ``shape`` [B, C, ...], plus offset noise when its strength is positive.
+
+    Offset noise (Guttenberg 2023) adds strength * N(0, 1) constant over each image's channel,
+    which lets the model learn to shift overall brightness, something i.i.d. noise never asks.
+    """
+    noise = torch.randn(shape, device=device, dtype=dtype, generator=generator)
+    if offset_noise_strength > 0:
+        offset = torch.randn(tuple(shape[:2]), device=device, dtype=dtype, generator=generator)
+        noise = noise + offset_noise_strength * offset.reshape(*shape[:2], *((1,) * (len(shape) - 2)))
+    return noise
+
+
 @dataclass
 class LossTerms:
     """Per-sample losses, each [B]; ``loss`` is what training minimises (take its mean)."""
@@ -77,12 +97,7 @@ def training_losses(
     if t is None:
         t = torch.randint(0, s.num_timesteps, (batch,), device=x0.device, generator=generator)
     if noise is None:
-        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        if offset_noise_strength > 0:
-            # Guttenberg's offset noise: a per-image, per-channel constant lets the model shift
-            # overall brightness, which plain i.i.d. noise almost never asks it to do.
-            offset = torch.randn(x0.shape[:2], device=x0.device, dtype=x0.dtype, generator=generator)
-            noise = noise + offset_noise_strength * offset.reshape(*x0.shape[:2], *((1,) * (x0.ndim - 2)))
+        noise = draw_noise(x0.shape, offset_noise_strength, generator=generator, device=x0.device, dtype=x0.dtype)
     xt = q_sample(s, x0, t, noise)
     output = model_fn(xt, t)
     learned = variance_type == "learned_range"
@@ -106,4 +121,4 @@ def training_losses(
     return LossTerms(loss=loss, simple=simple, vlb=vlb, t=t)
 
 
-__all__ = ["LOSS_TYPES", "LossTerms", "min_snr_weight", "training_losses"]
+__all__ = ["LOSS_TYPES", "LossTerms", "draw_noise", "min_snr_weight", "training_losses"]

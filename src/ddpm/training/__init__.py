@@ -1,0 +1,1 @@
+"""Training: the loop, the EMA of the weights, checkpoints and run directories."""

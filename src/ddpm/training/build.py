@@ -1,0 +1,79 @@
+"""From a configuration to objects: the device, the network and the diffusion around it."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..facade import GaussianDiffusion
+from ..models import Unet
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` takes CUDA, then Apple MPS, then the CPU; any other name must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {name!r} was asked for but Apple MPS is not available; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def image_size_of(config: RunConfig) -> tuple[int, int]:
+    size = config.data.image_size
+    if len(size) == 1:
+        return (size[0], size[0])
+    if len(size) == 2:
+        return (size[0], size[1])
+    raise ConfigError(f"image_size must be one value or a height and a width; got {list(size)}")
+
+
+def build_unet(config: RunConfig) -> Unet:
+    m, data = config.model, config.data
+    if data.channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 or 3; got {data.channels}")
+    return Unet(
+        dim=m.dim,
+        dim_mults=m.dim_mults,
+        channels=data.channels,
+        num_res_blocks=m.num_res_blocks,
+        full_attn=m.full_attn or None,
+        attn_heads=m.attn_heads,
+        attn_dim_head=m.attn_dim_head,
+        dropout=m.dropout,
+        num_classes=data.num_classes if data.class_conditional else None,
+        learned_variance=m.learned_variance,
+        resnet_block_groups=m.resnet_block_groups,
+        grad_checkpoint=m.grad_checkpoint,
+    )
+
+
+def build_diffusion(config: RunConfig, model: torch.nn.Module | None = None) -> GaussianDiffusion:
+    """The GaussianDiffusion a (resolved) configuration describes, around ``model`` if given."""
+    d = config.diffusion
+    return GaussianDiffusion(
+        model if model is not None else build_unet(config),
+        image_size_of(config),
+        timesteps=d.timesteps,
+        loss_type=d.loss_type,
+        objective=d.objective,
+        beta_schedule=d.beta_schedule,
+        zero_terminal_snr=d.zero_terminal_snr,
+        min_snr_loss_weight=d.min_snr_gamma > 0,
+        min_snr_gamma=d.min_snr_gamma,
+        offset_noise_strength=d.offset_noise_strength,
+        vlb_weight=d.vlb_weight,
+        p_uncond=d.p_uncond,
+    )

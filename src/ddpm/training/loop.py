@@ -1,0 +1,275 @@
+"""The training loop: Ho et al. Algorithm 1, repeated, with the bookkeeping a real run needs.
+
+``train(config)`` reads top to bottom: data, model, optimizer, (resume), then the loop:
+draw a batch, take a gradient step on the diffusion loss, update the EMA, and now and then log,
+draw a sample grid from the EMA weights and write a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import RunConfig, to_toml
+from ..data import get_dataset
+from ..errors import CheckpointError, ConfigError, DDPMError
+from ..fileio import atomic_write_text
+from ..losses import draw_noise
+from .batches import BatchPlan
+from .build import build_diffusion, pick_device
+from .checkpoint import load_model_weights, read_checkpoint, save_checkpoint
+from .distributed import Distributed, init_distributed
+from .ema import EMA
+from .reporting import Reporter
+from .run_dir import MetricsLog, RunLock, new_run_dir
+
+MAX_NONFINITE_IN_A_ROW = 5
+
+
+class TrainingInterrupted(DDPMError):
+    """Ctrl-C during training: a checkpoint was saved and the run can be resumed."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    last_loss: float
+    elapsed_s: float
+
+
+def resolve_data(config: RunConfig, log: Callable[[str], None]):
+    """Load the training images and write what they imply (size, channels, classes) into the config."""
+    d = config.data
+    data = get_dataset(
+        d.dataset,
+        split="train",
+        data_dir=d.data_dir or None,
+        download=d.download,
+        cache_dir=d.cache_dir or None,
+        image_size=(d.image_size[0] if len(d.image_size) == 1 else tuple(d.image_size)) if d.image_size else None,
+        channels=d.channels or None,
+        class_labels=d.class_conditional,
+        log=log,
+    )
+    if d.class_conditional and data.labels is None:
+        raise ConfigError(f"--class-conditional needs class labels, and data set {d.dataset!r} has none")
+    resolved = replace(
+        d,
+        image_size=tuple(data.images.shape[-2:]),
+        channels=int(data.images.shape[1]),
+        num_classes=int(data.num_classes or 0) if d.class_conditional else 0,
+    )
+    return data, replace(config, data=resolved)
+
+
+def _check_resume_config(saved: RunConfig, wanted: RunConfig, source: Path) -> None:
+    """Only run-time settings may change on resume; the model, process and data must not."""
+    for section in ("model", "diffusion", "data"):
+        a, b = getattr(saved, section), getattr(wanted, section)
+        for name in a.__dataclass_fields__:
+            if getattr(a, name) != getattr(b, name) and not (section == "data" and name in ("data_dir", "cache_dir", "download")):
+                raise CheckpointError(
+                    f"the checkpoint in {source} was trained with {section}.{name} = {getattr(a, name)!r}, "
+                    f"not {getattr(b, name)!r}; resume with the run's own settings"
+                )
+
+
+def train(
+    config: RunConfig,
+    *,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train a model as ``config`` says; with ``resume``, continue that run exactly."""
+    tc = config.train
+    device = pick_device(tc.device)
+    dist = init_distributed(device)
+    device = dist.device(device)
+    say = log if dist.is_main else (lambda msg: None)
+    previous = _stop_on_sigterm()
+    try:
+        return _train(config, dist, device, resume, overwrite, say, progress)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        dist.shutdown()
+
+
+def _stop_on_sigterm():
+    """Treat SIGTERM (a scheduler's or `kill`'s polite stop) like Ctrl-C: checkpoint, then exit."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _train(config, dist: Distributed, device, resume, overwrite, log, progress) -> TrainResult:
+    tc = config.train
+    if tc.grad_accum < 1 or tc.max_steps < 0:
+        raise ConfigError("grad_accum must be at least 1 and max_steps at least 0")
+    checkpoint = read_checkpoint(resume) if resume is not None else None
+    data, config = resolve_data(config, log)
+    if checkpoint is not None:
+        _check_resume_config(checkpoint.config, config, checkpoint.path)
+        run_dir = checkpoint.path.parent.parent
+    elif dist.is_main:
+        run_dir = new_run_dir(config.runs_dir, config.name, config.data.dataset, overwrite=overwrite)
+    config = replace(config, name=(run_dir.name if dist.is_main or checkpoint else config.name))
+    lock = RunLock(run_dir).acquire() if dist.is_main else None
+    try:
+        return _loop(config, dist, device, data, checkpoint, run_dir if dist.is_main or checkpoint else None, log, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> TrainResult:
+    tc = config.train
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank
+    diffusion = build_diffusion(config).to(device)
+    model = diffusion.model
+    if tc.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = EMA(model, tc.ema_decay, tc.ema_warmup)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, **({"fused": True} if device.type == "cuda" else {"foreach": True})
+    )
+    warmup = max(tc.warmup_steps, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    step = 0
+    if checkpoint is not None:
+        load_model_weights(model, checkpoint.weights(ema=False), checkpoint.path / "model.safetensors")
+        state = checkpoint.state()
+        ema.load_state_dict(checkpoint.weights(ema=True), int(state["ema_updates"]))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+    torch.manual_seed(tc.seed + 1 + dist.rank + 7919 * step)  # dropout: per rank, per resume point
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
+    if tc.compile:
+        net = torch.compile(net)
+
+    plan = BatchPlan(len(data), tc.batch_size, dist.world_size, dist.rank, tc.seed)
+    if dist.is_main:
+        atomic_write_text(run_dir / "config.toml", to_toml(config))
+        log(f"training on {len(data)} images of {data.name} ({device}, {sum(p.numel() for p in model.parameters()):,} parameters); run directory: {run_dir}")
+        if dist.enabled:
+            log(f"{dist.world_size} processes, global batch {plan.global_batch}")
+    metrics = MetricsLog(run_dir / "metrics.csv", resume_step=step) if dist.is_main else None
+    reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main)
+    C, H, W = data.images.shape[1:]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    start_time, stop_reason, last_ckpt = time.monotonic(), "max_steps", None
+    nonfinite_in_a_row = nonfinite_total = 0
+
+    def checkpoint_now() -> Path | None:
+        if not dist.is_main:
+            return None
+        train_state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema_updates": ema.updates,
+            "torch_rng": torch.get_rng_state(),
+        }
+        return save_checkpoint(run_dir, step, model_state=model.state_dict(), ema_state=ema.state_dict(),
+                               train_state=train_state, config=config, keep_last=tc.keep_last)
+
+    try:
+        while step < tc.max_steps:
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = 0.0
+            for micro in range(tc.grad_accum):
+                m = step * tc.grad_accum + micro
+                g = plan.generator(m, device)
+                # random draws for the whole global batch, then this rank's slice (see batches.py)
+                Bg, mine = plan.global_batch, plan.rank_slice
+                t = torch.randint(0, config.diffusion.timesteps, (Bg,), device=device, generator=g)[mine]
+                noise = draw_noise((Bg, C, H, W), config.diffusion.offset_noise_strength, generator=g, device=device)[mine]
+                flip = (torch.rand(Bg, device=device, generator=g) < 0.5)[mine]
+                keep = (torch.rand(Bg, device=device, generator=g) >= config.diffusion.p_uncond)[mine]
+                idx = plan.indices(m)
+                x = data.to_float(idx).to(device, non_blocking=True)
+                if config.data.hflip:
+                    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                labels = data.labels[idx].to(device) if config.data.class_conditional else None
+                if tc.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                sync = not dist.enabled or micro == tc.grad_accum - 1
+                with autocast, (net.no_sync() if not sync and isinstance(net, DistributedDataParallel) else nullcontext()):
+                    terms = diffusion.loss_terms((x + 1) / 2, labels, t=t, noise=noise, keep_labels=keep, network=net)
+                    loss = terms.loss.mean() / tc.grad_accum
+                    loss.backward()
+                loss_value += float(loss.detach())
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+            finite = dist.all_true(math.isfinite(loss_value) and bool(torch.isfinite(grad_norm)), device)
+            if not finite:
+                # skip the update; several in a row mean training has diverged
+                nonfinite_in_a_row += 1
+                nonfinite_total += 1
+                log(f"warning: non-finite loss or gradient at step {step + 1}; the step was skipped")
+                if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                    stop_reason = "nonfinite"
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                reporter.skipped(nonfinite_total)
+                continue
+            nonfinite_in_a_row = 0
+            optimizer.step()
+            scheduler.step()
+            ema.update(model)
+            step += 1
+            reporter.step(step, loss_value, scheduler.get_last_lr()[0], float(grad_norm), plan.batch_size * tc.grad_accum * dist.world_size, nonfinite_total)
+            if tc.sample_every and step % tc.sample_every == 0 and step < tc.max_steps:
+                reporter.samples(step, device)
+            if tc.save_every and step % tc.save_every == 0 and step < tc.max_steps:
+                last_ckpt = checkpoint_now()
+            if tc.max_minutes and time.monotonic() - start_time > tc.max_minutes * 60:
+                if dist.all_true(True, device):
+                    stop_reason = "max_minutes"
+                    break
+    except KeyboardInterrupt:
+        last_ckpt = checkpoint_now()
+        reporter.close()
+        where = f"; checkpoint saved to {last_ckpt}" if last_ckpt else ""
+        raise TrainingInterrupted(
+            f"interrupted at step {step}{where}; continue with: ddpm train --resume {run_dir}"
+        ) from None
+    except torch.OutOfMemoryError:
+        raise ConfigError(
+            f"out of memory at step {step + 1} on {device} with batch size {tc.batch_size} and images of "
+            f"{H}x{W}; lower --batch-size (keeping the effective batch with --grad-accum) or use --grad-checkpoint"
+        ) from None
+    if stop_reason == "nonfinite":
+        last_ckpt = None
+        reporter.close()
+        raise ConfigError(
+            f"training stopped at step {step}: {MAX_NONFINITE_IN_A_ROW} steps in a row had a non-finite loss or "
+            "gradient; likely causes: a learning rate too high (--lr), bf16 overflow (--no-bf16), or bad data "
+            f"(NaN or constant images); the last good checkpoint is in {run_dir}/checkpoints"
+        )
+    last_ckpt = checkpoint_now()
+    reporter.samples(step, device)
+    reporter.close()
+    elapsed = time.monotonic() - start_time
+    if dist.is_main:
+        why = {"max_steps": "reached max_steps", "max_minutes": "reached max_minutes"}[stop_reason]
+        log(f"done: {why} at step {step} in {elapsed:.0f} s; run directory: {run_dir}")
+    return TrainResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, last_loss=reporter.last_loss, elapsed_s=elapsed)
+

@@ -1,0 +1,110 @@
+"""`ddpm train` and `ddpm sample` end to end, and the errors users meet, as a user sees them."""
+
+import gzip
+import struct
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from ddpm.cli import main
+
+TINY = ["--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
+        "--batch-size", "8", "--log-every", "2", "--sample-every", "0", "--save-every", "0", "--num-samples", "4",
+        "--sampler", "ddim", "--steps", "4", "--no-tensorboard"]
+
+
+def run_cli(*args, cwd):
+    """The real command in a subprocess: exit status, stdout and stderr as the user sees them."""
+    out = subprocess.run([sys.executable, "-m", "ddpm", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_train_then_sample(tmp_path, capsys):
+    assert main(["train", *TINY, "--max-steps", "4", "--runs-dir", str(tmp_path / "runs"), "--name", "cli"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "cli"
+    assert f"run directory: {run}" in out and f"ddpm sample --run {run}" in out
+    assert (run / "checkpoints" / "step_00000004" / "ema.safetensors").is_file()
+
+    assert main(["sample", "--run", str(run), "--n", "5", "--batch-size", "2", "--seed", "3", "--out", str(tmp_path / "a")]) == 0
+    assert main(["sample", "--run", str(run), "--n", "5", "--batch-size", "2", "--seed", "3", "--out", str(tmp_path / "b")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["00000.png", "00001.png", "00002.png", "00003.png", "00004.png", "grid.png"]
+    for name in names:  # the same seed gives the same images
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    with Image.open(tmp_path / "a" / "00000.png") as im:
+        assert im.size == (8, 8) and im.mode == "L"
+    assert main(["sample", "--run", str(run), "--n", "2", "--seed", "4", "--out", str(tmp_path / "c"), "--sampler", "dpm++2m",
+                 "--steps", "5", "--no-ema"]) == 0
+    assert (tmp_path / "c" / "00001.png").read_bytes() != (tmp_path / "a" / "00001.png").read_bytes()
+    # an existing, non-empty output directory is left alone
+    assert main(["sample", "--run", str(run), "--n", "2", "--out", str(tmp_path / "a")]) == 2
+    assert "is not empty" in capsys.readouterr().err
+
+
+def test_class_conditional_sampling_names_files_by_class(tmp_path, capsys):
+    assert main(["train", *TINY, "--max-steps", "2", "--class-conditional", "--runs-dir", str(tmp_path), "--name", "cc"]) == 0
+    run = tmp_path / "cc"
+    out = tmp_path / "per"
+    assert main(["sample", "--run", str(run), "--n", "2", "--class", "3", "--class", "7", "--per-class",
+                 "--guidance-scale", "2", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["00000_class3.png", "00001_class3.png", "00002_class7.png", "00003_class7.png", "grid.png"]
+    assert main(["sample", "--run", str(run), "--class", "12", "--out", str(tmp_path / "x")]) == 2
+    assert "class 12 is out of range; this model knows classes 0 to 9" in capsys.readouterr().err
+
+
+def _write_idx(path, magic_dtype, dims, payload):
+    header = bytes([0, 0, magic_dtype, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + payload)
+
+
+@pytest.fixture()
+def truncated_mnist(tmp_path):
+    d = tmp_path / "mnist"
+    d.mkdir()
+    _write_idx(d / "train-images-idx3-ubyte.gz", 8, (10, 28, 28), bytes(100))  # claims 7840 bytes
+    _write_idx(d / "train-labels-idx1-ubyte.gz", 8, (10,), bytes(10))
+    return d
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "imagenet"], "unknown data set 'imagenet'; choose one of digits, mnist, fashion-mnist, cifar10, folder:PATH"),
+        (["train", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "nowhere"),
+        (["train", "--dataset", "mnist", "--data-dir", "{mnist}"], "train-images-idx3-ubyte.gz"),
+        (["train", "--image-size", "9"], "image size 9x9 cannot be halved 1 time"),
+        (["train", "--max-steps", "many"], "--max-steps must be an integer; got 'many'"),
+        (["train", "--device", "cuda:7"], "device 'cuda:7' was asked for but PyTorch sees no CUDA GPU"),
+        (["sample", "--run", "{tmp}/model.pt"], "is not a torch-ddpm checkpoint"),
+        (["sample", "--checkpoint", "{tmp}/missing"], "no run or checkpoint at"),
+        (["train", "--config", "{tmp}/bad.toml"], "unknown field 'learning_rate' in [train]"),
+    ],
+)
+def test_errors_are_one_sentence_with_status_2(tmp_path, truncated_mnist, args, message):
+    (tmp_path / "model.pt").write_bytes(b"not ours")
+    (tmp_path / "bad.toml").write_text("[train]\nlearning_rate = 1\n")
+    args = [a.format(tmp=tmp_path, mnist=truncated_mnist) for a in args]
+    code, out, err = run_cli(*args, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path) if args[0] == "train" else run_cli(*args, cwd=tmp_path)
+    assert code == 2, err
+    assert message in err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("ddpm: error: ")
+
+
+def test_resume_with_a_mismatched_config_and_an_existing_run(tmp_path):
+    assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(tmp_path), "--name", "r"]) == 0
+    code, _, err = run_cli("train", "--resume", str(tmp_path / "r"), "--dim", "16", cwd=tmp_path)
+    assert code == 2 and "was trained with model.dim = 8, not 16" in err and "Traceback" not in err
+    code, _, err = run_cli("train", *TINY, "--runs-dir", str(tmp_path), "--name", "r", cwd=tmp_path)
+    assert code == 2 and "already exists" in err
+    assert main(["train", "--resume", str(tmp_path / "r"), "--max-steps", "4"]) == 0
+
+
+def test_usage_errors_exit_2():
+    code, _, err = run_cli("train", "--no-such-option", cwd=".")
+    assert code == 2 and "unrecognized arguments: --no-such-option" in err and "Traceback" not in err

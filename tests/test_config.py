@@ -1,0 +1,77 @@
+import pytest
+
+from ddpm.config import RunConfig, apply_overrides, field_index, from_dict, load_toml, to_dict, to_toml
+from ddpm.errors import ConfigError
+
+
+def test_every_field_name_is_unique_and_typed():
+    index = field_index()
+    assert index["max_steps"][0] == "train" and index["dim_mults"][0] == "model"
+    assert index["name"][0] is None
+    assert len(index) > 40
+
+
+def test_toml_round_trip(tmp_path):
+    config = apply_overrides(RunConfig(), {"dim_mults": "1,2,4", "lr": "3e-4", "hflip": "true", "image_size": "16,24",
+                                           "dataset": "folder:/tmp/x y", "name": 'q"uote'})
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(config))
+    again = load_toml(path)
+    assert again == config
+    assert again.model.dim_mults == (1, 2, 4) and again.train.lr == 3e-4 and again.data.hflip is True
+    assert again.data.image_size == (16, 24)
+    assert to_dict(again)["model"]["dim_mults"] == [1, 2, 4]
+
+
+def test_toml_accepts_ints_for_floats_and_a_scalar_for_a_list(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlr = 1\n[data]\nimage_size = 32\n")
+    config = load_toml(path)
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.data.image_size == (32,)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[train]\nlearning_rate = 1\n", "unknown field 'learning_rate' in [train] of"),
+        ("[train]\nlr = 'fast'\n", "train.lr in"),
+        ("[train]\nmax_steps = 1.5\n", "must be an integer; got 1.5"),
+        ("[optim]\nlr = 1\n", "unknown section or field 'optim'"),
+        ("[model]\ndim_mults = 'abc'\n", "must be a list of integers"),
+        ("[train\n", "is not valid TOML"),
+        ("[data]\nhflip = 1\n", "data.hflip in"),
+    ],
+)
+def test_bad_config_files_get_one_sentence(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_toml(path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_overrides():
+    with pytest.raises(ConfigError, match="--max-steps must be an integer; got 'lots'"):
+        apply_overrides(RunConfig(), {"max_steps": "lots"})
+    with pytest.raises(ConfigError, match="--bf16 must be true or false; got 'maybe'"):
+        apply_overrides(RunConfig(), {"bf16": "maybe"})
+    with pytest.raises(ConfigError, match="unknown config field 'speed'"):
+        apply_overrides(RunConfig(), {"speed": "1"})
+
+
+def test_overrides_leave_the_original_alone():
+    base = RunConfig()
+    apply_overrides(base, {"max_steps": "7"})
+    assert base.train.max_steps == RunConfig().train.max_steps
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="cannot read config file /nonexistent.toml"):
+        load_toml("/nonexistent.toml")
+
+
+def test_from_dict_rejects_non_tables():
+    with pytest.raises(ConfigError, match=r"\[train\] in the config must be a table"):
+        from_dict({"train": 3})

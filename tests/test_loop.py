@@ -1,0 +1,129 @@
+"""The training loop end to end on the built-in digits, with a tiny model and few steps."""
+
+import csv
+
+import pytest
+import torch
+from PIL import Image
+
+from ddpm.config import RunConfig, apply_overrides, load_toml
+from ddpm.errors import CheckpointError, ConfigError
+from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
+from ddpm.training.loop import TrainingInterrupted, train
+
+TINY = {
+    "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
+    "log_every": "2", "sample_every": "4", "save_every": "4", "num_samples": "4", "sampler": "ddim", "steps": "4",
+    "warmup_steps": "2", "tensorboard": "false",
+}
+
+
+def tiny(tmp_path, **more) -> RunConfig:
+    return apply_overrides(RunConfig(), {**TINY, "runs_dir": str(tmp_path / "runs"), **{k: str(v) for k, v in more.items()}})
+
+
+def quiet(msg):
+    pass
+
+
+def _weights(run_dir):
+    ckpt = read_checkpoint(run_dir)
+    return ckpt.weights(ema=False), ckpt.weights(ema=True), ckpt.state()
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("extra", [{}, {"class_conditional": "true", "hflip": "true", "grad_accum": "2",
+                                        "offset_noise_strength": "0.1"}])
+def test_resume_equals_an_uninterrupted_run(tmp_path, extra):
+    whole = train(tiny(tmp_path, name="whole", max_steps=8, **extra), log=quiet, progress=False)
+    train(tiny(tmp_path, name="half", max_steps=4, **extra), log=quiet, progress=False)
+    half_dir = tmp_path / "runs" / "half"
+    resumed_config = apply_overrides(read_checkpoint(half_dir).config, {"max_steps": "8"})
+    resumed = train(resumed_config, resume=half_dir, log=quiet, progress=False)
+    assert whole.step == resumed.step == 8
+    m1, e1, s1 = _weights(whole.run_dir)
+    m2, e2, s2 = _weights(resumed.run_dir)
+    _assert_same(m1, m2)
+    _assert_same(e1, e2)
+    assert s1["ema_updates"] == s2["ema_updates"] == 8
+    for a, b in zip(s1["optimizer"]["state"].values(), s2["optimizer"]["state"].values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    # metrics of the resumed run continue where the first half stopped
+    with open(half_dir / "metrics.csv") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [2, 4, 6, 8]
+
+
+def test_run_directory_contents(tmp_path):
+    result = train(tiny(tmp_path, name="r", max_steps=8, keep_last=1), log=quiet, progress=False)
+    run = tmp_path / "runs" / "r"
+    assert result.run_dir == run
+    config = load_toml(run / "config.toml")
+    assert config.data.image_size == (8, 8) and config.data.channels == 1 and config.name == "r"
+    with open(run / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
+    assert all(float(r["images_per_s"]) > 0 and float(r["loss"]) > 0 for r in rows)
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000008"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_00000004.png", "step_00000008.png"]
+    with Image.open(run / "samples" / "step_00000008.png") as im:
+        assert im.width >= 2 * 64 and im.height >= 2 * 64  # 2x2 grid of upscaled 8x8 digits
+    with Image.open(run / "loss.png") as im:
+        assert im.size == (640, 400)
+
+
+def test_same_seed_same_grid_and_loss_falls(tmp_path):
+    a = train(tiny(tmp_path, name="a", max_steps=4), log=quiet, progress=False)
+    b = train(tiny(tmp_path, name="b", max_steps=4), log=quiet, progress=False)
+    assert (a.run_dir / "samples" / "step_00000004.png").read_bytes() == (b.run_dir / "samples" / "step_00000004.png").read_bytes()
+    longer = train(tiny(tmp_path, name="c", max_steps=60, lr="3e-3", log_every=10, sample_every=0, save_every=0),
+                   log=quiet, progress=False)
+    with open(longer.run_dir / "metrics.csv") as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh)]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path):
+    messages = []
+    result = train(tiny(tmp_path, name="t", max_steps=1000, max_minutes=1e-6), log=messages.append, progress=False)
+    assert result.step == 1 and read_checkpoint(result.run_dir).step == 1
+    assert "reached max_minutes at step 1" in messages[-1]
+
+
+def test_interrupt_saves_a_checkpoint(tmp_path):
+    def log(msg):
+        if msg.startswith("step 4/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 4; checkpoint saved to .*; continue with: ddpm train --resume"):
+        train(tiny(tmp_path, name="i", max_steps=100), log=log, progress=False)
+    assert read_checkpoint(tmp_path / "runs" / "i").step == 4
+
+
+def test_divergence_stops_with_a_clear_message_and_no_bad_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="5 steps in a row had a non-finite loss or gradient; likely causes: a learning rate"):
+        train(tiny(tmp_path, name="nan", max_steps=100, lr="1e30", warmup_steps=1, grad_clip=0, save_every=1),
+              log=quiet, progress=False)
+    for ckpt in list_checkpoints(tmp_path / "runs" / "nan"):
+        for tensor in read_checkpoint(ckpt).weights(ema=False).values():
+            assert torch.isfinite(tensor).all()
+    with open(tmp_path / "runs" / "nan" / "metrics.csv") as fh:
+        assert all(float(r["loss"]) == float(r["loss"]) for r in csv.DictReader(fh))  # no NaN rows logged
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    train(tiny(tmp_path, name="m", max_steps=2), log=quiet, progress=False)
+    run = tmp_path / "runs" / "m"
+    changed = apply_overrides(read_checkpoint(run).config, {"dim": "16", "max_steps": "4"})
+    with pytest.raises(CheckpointError, match="was trained with model.dim = 8, not 16"):
+        train(changed, resume=run, log=quiet, progress=False)
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    train(tiny(tmp_path, name="x", max_steps=2), log=quiet, progress=False)
+    with pytest.raises(ConfigError, match="already exists"):
+        train(tiny(tmp_path, name="x", max_steps=2), log=quiet, progress=False)
