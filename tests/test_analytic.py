@@ -53,3 +53,14 @@ def test_entropy_and_quantize():
     assert wide < 8.0 and wide > 1.0  # mostly in the two end bins
     q = quantize(torch.tensor([-2.0, -1.0, 0.0, 0.001, 1.0]))
     torch.testing.assert_close(q, torch.tensor([-1.0, -1.0, 1 / 255, 1 / 255, 1.0]))
+
+
+def test_exact_models_stay_finite_at_zero_terminal_snr():
+    zero = get_schedule("linear", 100, zero_terminal_snr=True)
+    x = torch.randn(2, 1, 2, 2).double()
+    t = torch.tensor([99, 99])
+    for objective in ("pred_x0", "pred_v"):
+        for model in (gaussian_model(zero, 0.3, 0.2, objective), mixture_model(zero, [0.3, -0.4], [0.2, 0.1], [1, 1], objective)):
+            assert torch.isfinite(model(x, t)).all()
+    # at zero SNR nothing is known about x_0 but its mean, and v = -E[x_0]
+    torch.testing.assert_close(gaussian_model(zero, 0.3, 0.2, "pred_v")(x, t), torch.full_like(x, -0.3))

@@ -53,7 +53,7 @@ def test_respaced_chain_follows_its_own_algebra(variance_type):
     ts = get_timesteps("uniform", s, 100)
     g = torch.Generator().manual_seed(1)
     x = sample_ancestral(gaussian_model(s, MEAN, STD), torch.randn(4000, 1, 4, 4, generator=g), s, steps=100,
-                         variance_type=variance_type, clip=None, generator=g)
+                         grid="uniform", variance_type=variance_type, clip=None, generator=g)
     assert x.mean().item() == pytest.approx(MEAN, abs=0.004)
     assert (x.std().item() < STD) == (variance_type == "fixed_small")
     assert x.std().item() == pytest.approx(STD, rel=0.15)

@@ -91,3 +91,32 @@ def test_bad_inputs_at_call_time():
         diffusion.sample(2, classes=5)
     with pytest.raises(ConfigError, match="got 3 class labels for a batch of 2"):
         diffusion.sample(2, classes=[0, 1, 1])
+
+
+def test_sampler_choice_steps_and_guidance_through_the_facade():
+    calls = []
+
+    class Counting(Unet):
+        def forward(self, x, time, classes=None):
+            calls.append(x.shape[0])
+            return super().forward(x, time, classes)
+
+    model = Counting(dim=8, dim_mults=(1, 2), channels=1, num_classes=3)
+    diffusion = GaussianDiffusion(model, 8, timesteps=100)
+    out = diffusion.sample(2, sampler="dpm++2m", classes=[0, 2], guidance_scale=3.0)
+    assert out.shape == (2, 1, 8, 8)
+    assert calls == [4] * 20  # the default 20 steps, conditional and unconditional in one batch
+    calls.clear()
+    diffusion.sample(2, sampler="ddim", steps=7, eta=0.5)
+    assert calls == [2] * 7
+    calls.clear()
+    # lucidrains' convention: sampling_timesteps below T means DDIM with that many steps
+    fast = GaussianDiffusion(model, 8, timesteps=100, sampling_timesteps=10)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    a = fast.sample(2, generator=g1)
+    assert calls == [2] * 10
+    torch.testing.assert_close(a, diffusion.sample(2, sampler="ddim", steps=10, generator=g2))
+    with pytest.raises(ConfigError, match="guidance_scale needs class labels"):
+        diffusion.sample(2, guidance_scale=2.0)
+    with pytest.raises(ConfigError, match="unknown sampler 'euler'"):
+        diffusion.sample(2, sampler="euler")

@@ -127,3 +127,27 @@ def test_existing_run_is_not_overwritten(tmp_path):
     train(tiny(tmp_path, name="x", max_steps=2), log=quiet, progress=False)
     with pytest.raises(ConfigError, match="already exists"):
         train(tiny(tmp_path, name="x", max_steps=2), log=quiet, progress=False)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_clearly(tmp_path, monkeypatch):
+    import errno
+
+    import ddpm.training.checkpoint as checkpoint
+
+    real = checkpoint.save_file
+    calls = {"n": 0}
+
+    def failing(tensors, filename, *args):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first checkpoint (two weight files) goes through
+            with open(filename, "wb") as fh:
+                fh.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, *args)
+
+    monkeypatch.setattr(checkpoint, "save_file", failing)
+    with pytest.raises(CheckpointError, match=r"could not write the checkpoint of step 8 .*\(No space left on device\); earlier checkpoints are intact"):
+        train(tiny(tmp_path, name="full", max_steps=12), log=quiet, progress=False)
+    run = tmp_path / "runs" / "full"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000004"]
+    assert read_checkpoint(run).step == 4

@@ -11,7 +11,16 @@ from .facade import GaussianDiffusion
 from .likelihood import bits_per_dim
 from .losses import training_losses
 from .models import Unet
-from .sampling import get_timesteps, sample_ancestral
+from .sampling import (
+    SAMPLERS,
+    get_timesteps,
+    guided_model_fn,
+    sample,
+    sample_ancestral,
+    sample_ddim,
+    sample_dpmpp_2m,
+    sample_dpmpp_3m,
+)
 from .schedules import Schedule, get_schedule
 
 __all__ = [
@@ -20,12 +29,18 @@ __all__ = [
     "DDPMError",
     "DataError",
     "GaussianDiffusion",
+    "SAMPLERS",
     "Schedule",
     "Unet",
     "__version__",
     "bits_per_dim",
     "get_schedule",
     "get_timesteps",
+    "guided_model_fn",
+    "sample",
     "sample_ancestral",
+    "sample_ddim",
+    "sample_dpmpp_2m",
+    "sample_dpmpp_3m",
     "training_losses",
 ]

@@ -13,16 +13,19 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .diffusion import OBJECTIVES, check_choice, extract, v_from_x0_eps, x0_from_eps
+from .diffusion import OBJECTIVES, check_choice, extract, v_from_x0_eps
 from .sampling.common import ModelFn
 from .schedules import Schedule
 
 
-def _as_output(s: Schedule, objective: str, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-    """Express a noise prediction as the output of a network trained for ``objective``."""
+def _as_output(s: Schedule, objective: str, xt: Tensor, t: Tensor, eps: Tensor, x0: Tensor) -> Tensor:
+    """Express the exact (eps, x_0) pair as the output of a network trained for ``objective``.
+
+    Both are computed directly: recovering x_0 from eps divides by sqrt(alpha_bar), which is 0 at
+    the last step of a zero-terminal-SNR schedule.
+    """
     if objective == "pred_noise":
         return eps
-    x0 = x0_from_eps(s, xt, t, eps)
     return x0 if objective == "pred_x0" else v_from_x0_eps(s, x0, t, eps)
 
 
@@ -38,8 +41,10 @@ def gaussian_model(s: Schedule, mean: float, std: float, objective: str = "pred_
         t = t.long()
         a = extract(s.sqrt_alphas_cumprod, t, xt).double()
         var_t = 1.0 - a**2
-        eps = var_t.sqrt() * (xt.double() - a * mean) / (a**2 * std**2 + var_t)
-        return _as_output(s, objective, xt.double(), t, eps).to(xt.dtype)
+        resid = (xt.double() - a * mean) / (a**2 * std**2 + var_t)
+        eps = var_t.sqrt() * resid
+        x0 = mean + a * std**2 * resid  # E[x_0 | x_t]
+        return _as_output(s, objective, xt.double(), t, eps, x0).to(xt.dtype)
 
     return model_fn
 
@@ -78,8 +83,10 @@ def mixture_model(
         r = torch.softmax(log_r, dim=1)  # [B, K]
         # sum_k r_k (x - a m_k) / v_k, written as x * sum_k r_k / v_k - a * sum_k r_k m_k / v_k
         eps = sigma2.sqrt() * (x * (r / v).sum(1, keepdim=True) - a * (r * mk / v).sum(1, keepdim=True))
-        eps = eps.reshape(xt.shape)
-        return _as_output(s, objective, xt.double(), t, eps).to(xt.dtype)
+        # E[x_0 | x_t] = sum_k r_k (m_k + a s_k^2 (x - a m_k) / v_k)
+        x0 = (r * mk).sum(1, keepdim=True) + a * (x * (r * sk**2 / v).sum(1, keepdim=True)
+                                                   - a * (r * sk**2 * mk / v).sum(1, keepdim=True))
+        return _as_output(s, objective, xt.double(), t, eps.reshape(xt.shape), x0.reshape(xt.shape)).to(xt.dtype)
 
     return model_fn
 

@@ -16,14 +16,11 @@ from .errors import ConfigError
 from .likelihood import BitsPerDim, bits_per_dim
 from .losses import LOSS_TYPES, LossTerms, training_losses
 from .models.unet import image_hw
+from .sampling import DEFAULT_STEPS
 from .sampling import sample as run_sampler
 from .sampling.guidance import guided_model_fn
 from .sampling.common import Callback, ModelFn
 from .schedules import Schedule, get_schedule
-
-
-DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20}
-"""Model evaluations a sampler takes when not told (None: all T)."""
 
 
 def normalize(images: Tensor) -> Tensor:

@@ -6,11 +6,12 @@ from .ancestral import sample_ancestral
 from .ddim import sample_ddim
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
 from .guidance import guided_model_fn
-from .registry import DEFAULT_GRIDS, SAMPLERS, get_sampler, sample
+from .registry import DEFAULT_GRIDS, DEFAULT_STEPS, SAMPLERS, get_sampler, sample
 from .timesteps import GRIDS, get_timesteps
 
 __all__ = [
     "DEFAULT_GRIDS",
+    "DEFAULT_STEPS",
     "GRIDS",
     "SAMPLERS",
     "get_sampler",

@@ -18,7 +18,7 @@ def sample_ancestral(
     schedule: Schedule,
     steps: int | None = None,
     *,
-    grid: str = "uniform",
+    grid: str = "quadratic",
     objective: str = "pred_noise",
     variance_type: str = "fixed_small",
     clip: str | bool | None = "static",
@@ -32,7 +32,7 @@ def sample_ancestral(
     still sees the original timesteps. The last step returns the mean (no noise is added).
     """
     T = schedule.num_timesteps
-    ts = get_timesteps(grid, schedule, steps or T)
+    ts = get_timesteps(grid, schedule, T if steps is None else steps)
     s = schedule if len(ts) == T else schedule.respaced(ts)
     x = x_T
     for i, idx in enumerate(reversed(range(len(ts)))):

@@ -44,6 +44,10 @@ DEFAULT_GRIDS: dict[str, str] = {
     "dpm++3m": "logsnr",
 }
 
+DEFAULT_STEPS: dict[str, int | None] = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20}
+"""Model evaluations each sampler takes when the caller does not say (None: all T steps); the
+facade and the command line use these."""
+
 
 def get_sampler(name: str) -> Callable[..., Tensor]:
     """The sampler function called ``name`` (a key of :data:`SAMPLERS`)."""

@@ -188,8 +188,16 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
             "ema_updates": ema.updates,
             "torch_rng": torch.get_rng_state(),
         }
-        return save_checkpoint(run_dir, step, model_state=model.state_dict(), ema_state=ema.state_dict(),
-                               train_state=train_state, config=config, keep_last=tc.keep_last)
+        try:
+            return save_checkpoint(run_dir, step, model_state=model.state_dict(), ema_state=ema.state_dict(),
+                                   train_state=train_state, config=config, keep_last=tc.keep_last)
+        except OSError as err:
+            reporter.close()
+            raise CheckpointError(
+                f"could not write the checkpoint of step {step} in {run_dir / 'checkpoints'} "
+                f"({err.strerror or err}); earlier checkpoints are intact: free some space, then continue "
+                f"with ddpm train --resume {run_dir}"
+            ) from None
 
     try:
         while step < tc.max_steps:
