@@ -103,6 +103,62 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- eval -------------------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .eval.report import EvalSettings, evaluate_run, format_table
+    from .training.checkpoint import read_checkpoint
+
+    sample = None
+    given = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance_scale": args.guidance_scale}
+    if any(v is not None for v in given.values()):
+        sample = replace(read_checkpoint(args.run).config.sample, **{k: v for k, v in given.items() if v is not None})
+    settings = EvalSettings(
+        num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, features=args.features,
+        sample=sample, bpd_images=args.bpd_images, inception_weights=args.inception_weights,
+        download=args.download, cache_dir=args.cache_dir, use_ema=not args.no_ema, device=args.device,
+    )
+    result = evaluate_run(args.run, settings, log=print)
+    print(format_table(result))
+    print(f"written to {result['written_to']}")
+    return 0
+
+
+# ---- viz --------------------------------------------------------------------------------------
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from . import pictures
+
+    if args.what == "forward":
+        out = pictures.forward_picture(args.out or "forward.png", dataset=args.dataset, data_dir=args.data_dir,
+                                       num_images=args.n or 6, columns=args.columns, schedule=args.schedule,
+                                       timesteps=args.timesteps, seed=args.seed)
+        print(f"wrote {out}")
+    elif args.what == "schedules":
+        out = pictures.schedules_picture(args.out or "schedules.png", timesteps=args.timesteps,
+                                         zero_terminal_snr=args.zero_terminal_snr)
+        print(f"wrote {out}")
+    else:
+        if not args.run:
+            raise ConfigError(f"ddpm viz {args.what} needs --run RUN (a trained run or checkpoint)")
+        if args.what == "reverse":
+            anim, still = pictures.reverse_picture(args.run, args.out or "reverse.gif", still=args.still,
+                                                   num_images=args.n or 8, sampler=args.sampler, steps=args.steps,
+                                                   classes=args.cls, seed=args.seed, device=args.device,
+                                                   columns=args.columns)
+            print(f"wrote {anim}" + (f" and {still}" if still else ""))
+        else:
+            out = pictures.interpolation_picture(args.run, args.out or "interpolation.png", rows=args.n or 4,
+                                                 columns=args.columns, steps=args.steps or 50, classes=args.cls,
+                                                 seed=args.seed, device=args.device)
+            print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="ddpm",
@@ -145,6 +201,49 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--device", default="auto")
     sample.set_defaults(handler=cmd_sample)
+
+    ev = sub.add_parser("eval", help="FID, KID, precision/recall, bits/dim (and class accuracy) of a run",
+                        description="Evaluate a trained run against its data set's held-out split; prints a table "
+                        "and writes RUN/eval/<time>.json.")
+    ev.add_argument("--run", required=True, metavar="DIR", help="a run directory or checkpoint")
+    ev.add_argument("--num-samples", type=int, default=1000, help="generated images to compare")
+    ev.add_argument("--batch-size", type=int, default=250)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--features", default="classifier", choices=("classifier", "inception"),
+                    help="classifier: a small CNN trained on the data set (offline); inception: standard FID")
+    ev.add_argument("--inception-weights", metavar="FILE", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+    ev.add_argument("--download", action="store_true", help="download the Inception weights once into the cache")
+    ev.add_argument("--bpd-images", type=int, default=100, help="held-out images for bits/dim (0 skips it)")
+    ev.add_argument("--sampler")
+    ev.add_argument("--steps", type=int)
+    ev.add_argument("--eta", type=float)
+    ev.add_argument("--guidance-scale", type=float)
+    ev.add_argument("--cache-dir", metavar="DIR", help="classifier and statistics cache (default ~/.cache/torch-ddpm/eval)")
+    ev.add_argument("--no-ema", action="store_true")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(handler=cmd_eval)
+
+    viz = sub.add_parser("viz", help="pictures of the forward and reverse processes",
+                         description="forward: training images noised step by step; reverse: an animation of "
+                         "sampling (x_t and predicted x_0) and a still grid; interpolate: DDIM decodes along a "
+                         "path between two noises; schedules: alpha_bar and log-SNR of the beta schedules.")
+    viz.add_argument("what", choices=("forward", "reverse", "interpolate", "schedules"))
+    viz.add_argument("--run", metavar="DIR", help="a trained run (reverse, interpolate)")
+    viz.add_argument("--out", metavar="FILE", help="output file (.png; .gif or .webp for reverse)")
+    viz.add_argument("--still", metavar="FILE", help="reverse: also a still grid, rows = samples, columns = steps")
+    viz.add_argument("--n", type=int, help="images (forward, reverse) or rows (interpolate)")
+    viz.add_argument("--columns", type=int, default=10, help="timesteps (forward, reverse still) or points (interpolate)")
+    viz.add_argument("--dataset", default="digits", help="forward: the data set")
+    viz.add_argument("--data-dir")
+    viz.add_argument("--schedule", default="linear", help="forward: the beta schedule")
+    viz.add_argument("--timesteps", type=int, default=1000)
+    viz.add_argument("--zero-terminal-snr", action="store_true", help="schedules: rescale to zero terminal SNR")
+    viz.add_argument("--sampler")
+    viz.add_argument("--steps", type=int)
+    viz.add_argument("--class", dest="cls", type=int, action="append", metavar="N")
+    viz.add_argument("--seed", type=int, default=0)
+    viz.add_argument("--device", default="auto")
+    viz.set_defaults(handler=cmd_viz)
     return parser
 
 

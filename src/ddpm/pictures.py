@@ -1,0 +1,149 @@
+"""``ddpm viz``: pictures of the forward and reverse processes, built from :mod:`ddpm.viz`.
+
+- :func:`forward_picture`: a strip per image, noised to increasing t (q(x_t | x_0), eq. 4);
+- :func:`reverse_picture`: an animation of x_t and of the predicted x_0 along sampling, from the
+  sampler's callback, and a still grid (rows = samples, columns = steps);
+- :func:`interpolation_picture`: images decoded by deterministic DDIM along a spherical path
+  between two noise images;
+- :func:`schedules_picture`: alpha_bar_t and log-SNR of the schedules side by side.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import get_dataset
+from .errors import ConfigError
+from .fileio import atomic_write
+from .generate import class_layout, load_for_sampling
+from .schedules import SCHEDULES, get_schedule
+from .training.batches import derived_seed
+from .viz import denoising_frames, denoising_grid, forward_process_strip, save_animation, save_grid, schedule_plot, slerp
+
+
+def forward_picture(
+    out: str | Path,
+    *,
+    dataset: str = "digits",
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    num_images: int = 6,
+    columns: int = 8,
+    schedule: str = "linear",
+    timesteps: int = 1000,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """``num_images`` training images (one per class where there are labels), each noised to
+    ``columns`` timesteps from 0 to T-1, one row per image."""
+    if num_images < 1 or columns < 2:
+        raise ConfigError(f"need at least one image and two columns; got {num_images} and {columns}")
+    data = get_dataset(dataset, data_dir=data_dir, image_size=image_size, log=log)
+    if data.labels is not None:
+        first = {}
+        for i, label in enumerate(data.labels.tolist()):
+            first.setdefault(label, i)
+        picks = [first[c] for c in sorted(first)][:num_images]
+    else:
+        picks = list(range(min(num_images, len(data))))
+    x0 = data.to_float(torch.tensor(picks))
+    sched = get_schedule(schedule, timesteps)
+    ts = np.unique(np.round(np.linspace(0, timesteps - 1, columns)).astype(int)).tolist()
+    strip = forward_process_strip(x0, sched, ts, generator=torch.Generator().manual_seed(seed))
+    return save_grid(strip, out, nrow=len(ts))
+
+
+def _labels_for(diffusion, num: int, classes: Sequence[int] | None):
+    if diffusion.num_classes:
+        return class_layout(num, diffusion.num_classes, classes)
+    if classes:
+        raise ConfigError("--class needs a class-conditional model; this run was trained without labels")
+    return None
+
+
+def reverse_picture(
+    run: str | Path,
+    out: str | Path,
+    *,
+    still: str | Path | None = None,
+    num_images: int = 8,
+    sampler: str | None = None,
+    steps: int | None = None,
+    classes: Sequence[int] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    columns: int = 10,
+) -> tuple[Path, Path | None]:
+    """An animation (GIF or WebP) of sampling: x_t on the left, the predicted x_0 on the right;
+    and, with ``still``, a grid whose rows are samples and whose columns are steps."""
+    diffusion, ckpt = load_for_sampling(run, device=device)
+    settings = ckpt.config.sample
+    history: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    g = torch.Generator(device=diffusion.device).manual_seed(derived_seed(seed, 3))
+    diffusion.sample(
+        num_images,
+        sampler=sampler or settings.sampler,
+        steps=steps or settings.steps or None,
+        classes=_labels_for(diffusion, num_images, classes),
+        generator=g,
+        callback=lambda i, x, x0: history.append((i, x.float().cpu(), x0.float().cpu())),
+    )
+    frames = denoising_frames(history)
+    path = save_animation(frames, out, duration_ms=max(30, 3000 // len(frames)))
+    still_path = None
+    if still is not None:
+        still_path = save_grid(denoising_grid(history, num_columns=columns), still, nrow=columns)
+    return path, still_path
+
+
+@torch.inference_mode()
+def interpolation_picture(
+    run: str | Path,
+    out: str | Path,
+    *,
+    rows: int = 4,
+    columns: int = 10,
+    steps: int = 50,
+    classes: Sequence[int] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> Path:
+    """Each row: two random noise images and ``columns`` points on the great circle between them
+    (slerp), every one decoded by deterministic DDIM (eta = 0), so the row morphs smoothly."""
+    diffusion, _ = load_for_sampling(run, device=device)
+    if rows < 1 or columns < 2:
+        raise ConfigError(f"need at least one row and two columns; got {rows} and {columns}")
+    g = torch.Generator().manual_seed(derived_seed(seed, 4))
+    shape = (diffusion.channels, *diffusion.image_size)
+    weights = torch.linspace(0, 1, columns)
+    noise = torch.cat([slerp(torch.randn(shape, generator=g), torch.randn(shape, generator=g), weights) for _ in range(rows)])
+    labels = _labels_for(diffusion, rows, classes)
+    labels = [c for c in labels for _ in range(columns)] if labels is not None else None
+    images = diffusion.sample(len(noise), sampler="ddim", steps=steps, eta=0.0, noise=noise, classes=labels)
+    return save_grid(images.float().cpu(), out, nrow=columns)
+
+
+def schedules_picture(
+    out: str | Path, *, timesteps: int = 1000, names: Sequence[str] = SCHEDULES, zero_terminal_snr: bool = False
+) -> Path:
+    """alpha_bar_t (left) and log-SNR (right) over t for several schedules, in one PNG."""
+    if Path(out).suffix.lower() != ".png":
+        raise ConfigError(f"the schedules picture is a PNG; give a name ending in .png, not {str(out)!r}")
+    schedules = {n: get_schedule(n, timesteps, zero_terminal_snr=zero_terminal_snr) for n in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        left = schedule_plot(schedules, Path(tmp) / "a.png", quantity="alphas_cumprod")
+        right = schedule_plot(schedules, Path(tmp) / "b.png", quantity="log_snr")
+        with Image.open(left) as a, Image.open(right) as b:
+            both = Image.new("RGB", (a.width + b.width, max(a.height, b.height)), "white")
+            both.paste(a.convert("RGB"), (0, 0))
+            both.paste(b.convert("RGB"), (a.width, 0))
+    return atomic_write(out, lambda tmp: both.save(tmp, format="PNG"))
+
+
+__all__ = ["forward_picture", "interpolation_picture", "reverse_picture", "schedules_picture"]

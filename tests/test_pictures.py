@@ -1,0 +1,66 @@
+"""`ddpm viz`: every picture is a decodable image of the expected size and frame count."""
+
+import pytest
+from PIL import Image
+
+from ddpm.cli import main
+from ddpm.config import apply_overrides, RunConfig
+from ddpm.errors import ConfigError
+from ddpm.pictures import forward_picture, interpolation_picture, reverse_picture, schedules_picture
+from ddpm.training.loop import train
+
+TINY = {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
+        "sample_every": "0", "save_every": "0", "num_samples": "4", "sampler": "ddim", "steps": "4", "tensorboard": "false",
+        "max_steps": "2"}
+CELL = 8 * 8 + 2  # 8x8 digits are scaled 8x in grids, with 2 px padding
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return train(apply_overrides(RunConfig(), {**TINY, "runs_dir": str(root), "name": "v"}), log=lambda m: None, progress=False).run_dir
+
+
+def test_forward_strip(tmp_path):
+    path = forward_picture(tmp_path / "f.png", num_images=3, columns=5, log=lambda m: None)
+    with Image.open(path) as im:
+        assert im.size == (5 * CELL + 2, 3 * CELL + 2)
+
+
+def test_reverse_animation_and_still(run, tmp_path):
+    anim, still = reverse_picture(run, tmp_path / "r.gif", still=tmp_path / "r.png", num_images=2, sampler="ddim", steps=6,
+                                  columns=3)
+    with Image.open(anim) as im:
+        assert im.n_frames == 6
+    with Image.open(still) as im:
+        assert im.size == (3 * CELL + 2, 2 * CELL + 2)
+    webp, _ = reverse_picture(run, tmp_path / "r.webp", num_images=2, sampler="ddim", steps=4)
+    with Image.open(webp) as im:
+        assert im.n_frames == 4
+
+
+def test_interpolation_grid(run, tmp_path):
+    path = interpolation_picture(run, tmp_path / "i.png", rows=2, columns=5, steps=4)
+    with Image.open(path) as im:
+        assert im.size == (5 * CELL + 2, 2 * CELL + 2)
+
+
+def test_schedules_side_by_side(tmp_path):
+    path = schedules_picture(tmp_path / "s.png", timesteps=100)
+    with Image.open(path) as im:
+        assert im.size == (1280, 400)
+    with pytest.raises(ConfigError, match="ending in .png"):
+        schedules_picture(tmp_path / "s.gif")
+
+
+def test_viz_command(run, tmp_path, capsys):
+    assert main(["viz", "schedules", "--out", str(tmp_path / "a.png"), "--timesteps", "50"]) == 0
+    assert main(["viz", "forward", "--out", str(tmp_path / "b.png"), "--n", "2", "--columns", "4"]) == 0
+    assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "c.gif"), "--n", "2", "--steps", "3",
+                 "--sampler", "ddim"]) == 0
+    assert main(["viz", "interpolate", "--run", str(run), "--out", str(tmp_path / "d.png"), "--n", "1", "--columns", "3",
+                 "--steps", "2"]) == 0
+    for name in "abcd":
+        assert next(tmp_path.glob(f"{name}.*")).stat().st_size > 0
+    assert main(["viz", "reverse"]) == 2
+    assert "needs --run RUN" in capsys.readouterr().err
