@@ -68,8 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"ddpm: {stop}", file=sys.stderr)
         return 130
-    print(f"samples: {result.run_dir / 'samples'}  checkpoints: {result.run_dir / 'checkpoints'}")
-    print(f"draw new images with: ddpm sample --run {result.run_dir}")
+    if result.is_main:
+        print(f"samples: {result.run_dir / 'samples'}  checkpoints: {result.run_dir / 'checkpoints'}")
+        print(f"draw new images with: ddpm sample --run {result.run_dir}")
     return 0
 
 

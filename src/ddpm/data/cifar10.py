@@ -32,6 +32,7 @@ BATCHES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": (
 META = "batches.meta.txt"
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 RECORD = 1 + 3 * 32 * 32
+MAX_RECORDS = 60_000  # the real files hold 10,000; a claim far beyond is damage or a decompression bomb
 _MAX_META = 1 << 16
 
 
@@ -123,6 +124,11 @@ def _check_member(member: tarfile.TarInfo, path: Path) -> str:
 def _check_size(size: int, where: str) -> None:
     if size == 0 or size % RECORD:
         raise DataError(f"{where} is {size} bytes, which is not a positive multiple of the {RECORD}-byte CIFAR-10 record.")
+    if size > MAX_RECORDS * RECORD:
+        raise DataError(
+            f"{where} is {size} bytes ({size // RECORD} records); a CIFAR-10 batch file holds 10,000 "
+            f"and at most {MAX_RECORDS:,} are accepted."
+        )
 
 
 def _read_bin(path: Path) -> bytes:

@@ -13,7 +13,9 @@ log line says so): mixing labelled and unlabelled images would silently invent a
 A folder has no held-out part: the "test" split returns the same images as "train".
 
 A file that cannot be read (corrupt, truncated, not an image, a decompression bomb beyond PIL's
-``Image.MAX_IMAGE_PIXELS``) is reported through ``log`` and skipped.
+``Image.MAX_IMAGE_PIXELS``) is reported through ``log`` and skipped. Only the decoders of the
+formats above are ever used, whatever a file's name: PIL would otherwise try each of its dozens
+of rarely used decoders on a file it does not recognise, a needless attack surface.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..errors import DataError
 from .base import check_split, fit_image
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "GIF")  # MPO: JPEGs from cameras with several frames
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
 
@@ -49,7 +52,7 @@ def load_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
         # Above MAX_IMAGE_PIXELS PIL only warns; a data set loader should refuse. catch_warnings
         # restores the filters afterwards, and PIL's own settings are never touched.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
+        with Image.open(path, formats=FORMATS) as image:
             # JPEG only: decode at a reduced scale that still leaves >= 2x the target for LANCZOS.
             image.draft(None, (2 * max(size),) * 2)
             image = to_mode(ImageOps.exif_transpose(image), "L" if channels == 1 else "RGB")

@@ -9,10 +9,14 @@
 
 The directory is assembled under a hidden temporary name, every file fsynced, then renamed into
 place, so a reader never sees a half-written checkpoint; only the last ``keep_last`` are kept.
+Hidden directories that a killed process left behind are never read and are removed by the next
+save. A write that fails (full disk, file size limit, I/O error) raises ``OSError`` and leaves
+the earlier checkpoints as they were.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -33,6 +37,8 @@ FORMAT = "torch-ddpm checkpoint"
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "ema.safetensors", "state.pt", "config.json")
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
+# a checkpoint being written (.tmp), replaced (.old) or pruned (.del) by process <pid>
+_HIDDEN_DIR = re.compile(r"^\.(tmp|old|del)-step_\d{8}-(\d+)$")
 
 
 @dataclass
@@ -52,9 +58,59 @@ class Checkpoint:
 
 
 def _write_fsynced(path: Path, write) -> None:
-    write(path)
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
+    try:
+        write(path)
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+    except OSError:
+        raise
+    except Exception as err:
+        # torch.save and safetensors report a failed write (full disk, EFBIG) as their own
+        # error types; the caller must see an OSError to tell it from a programming error.
+        failure = _os_error_in(err, path)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _os_error_in(err: BaseException, path: Path) -> OSError | None:
+    """The OSError behind a library's write error: chained, or "(os error N)" in its text."""
+    seen = err.__context__ or err.__cause__
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__context__ or seen.__cause__
+    found = re.search(r"\(os error (\d+)\)", str(err))
+    if found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    if "I/O error" in str(err):
+        return OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+    return None
+
+
+def _save_torch(obj: Any, path: Path) -> None:
+    # a Python file object, so that a failed write surfaces as the OSError it is
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Delete hidden checkpoint directories left by processes that no longer run (killed mid-save)."""
+    for entry in root.iterdir():
+        found = _HIDDEN_DIR.match(entry.name)
+        if found and int(found.group(2)) != os.getpid() and not _pid_alive(int(found.group(2))):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _finite(state: dict[str, torch.Tensor]) -> bool:
@@ -76,6 +132,7 @@ def save_checkpoint(
         raise CheckpointError(f"refusing to write checkpoint {step}: the weights hold NaN or Inf values")
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
     if tmp.exists():
@@ -87,7 +144,7 @@ def save_checkpoint(
         cpu = lambda sd: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}  # noqa: E731
         _write_fsynced(tmp / "model.safetensors", lambda p: save_file(cpu(model_state), str(p)))
         _write_fsynced(tmp / "ema.safetensors", lambda p: save_file(cpu(ema_state), str(p)))
-        _write_fsynced(tmp / "state.pt", lambda p: torch.save(train_state, p))
+        _write_fsynced(tmp / "state.pt", lambda p: _save_torch(train_state, p))
         _write_fsynced(tmp / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
         fsync_dir(tmp)
         if final.exists():  # the same step saved again (a resumed run stopping where it started)
@@ -102,7 +159,10 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for stale in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(stale, ignore_errors=True)
+        # hide it first: a crash during the deletion must not leave a gutted step_ directory
+        doomed = root / f".del-{stale.name}-{os.getpid()}"
+        os.rename(stale, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 
@@ -121,6 +181,12 @@ def resolve(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no run or checkpoint at {path}")
+    unfinished = path.parent if path.is_file() else path
+    if _HIDDEN_DIR.match(unfinished.name):
+        raise CheckpointError(
+            f"{unfinished} is a checkpoint that was being written, replaced or deleted, not a complete one; "
+            f"give the run directory {unfinished.parent.parent} to use its latest complete checkpoint"
+        )
     if path.is_file():
         if path.name in FILES:
             return path.parent

@@ -48,6 +48,22 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item() > 0.5)
 
+    def any_true(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` holds on some rank (so all ranks stop together)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0.5)
+
+    def from_main(self, value):
+        """Rank 0's ``value`` on every rank (a small picklable object, such as a path)."""
+        if not self.enabled:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def shutdown(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()

@@ -46,6 +46,7 @@ class TrainResult:
     checkpoint: Path | None
     last_loss: float
     elapsed_s: float
+    is_main: bool = True  # False on the other ranks of a torchrun job (they write nothing)
 
 
 def resolve_data(config: RunConfig, log: Callable[[str], None]):
@@ -128,12 +129,13 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress) 
     if checkpoint is not None:
         _check_resume_config(checkpoint.config, config, checkpoint.path)
         run_dir = checkpoint.path.parent.parent
-    elif dist.is_main:
-        run_dir = new_run_dir(config.runs_dir, config.name, config.data.dataset, overwrite=overwrite)
-    config = replace(config, name=(run_dir.name if dist.is_main or checkpoint else config.name))
+    else:  # rank 0 makes the directory; the others learn its name
+        made = new_run_dir(config.runs_dir, config.name, config.data.dataset, overwrite=overwrite) if dist.is_main else None
+        run_dir = Path(dist.from_main(str(made) if made else None))
+    config = replace(config, name=run_dir.name)
     lock = RunLock(run_dir).acquire() if dist.is_main else None
     try:
-        return _loop(config, dist, device, data, checkpoint, run_dir if dist.is_main or checkpoint else None, log, progress)
+        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress)
     finally:
         if lock is not None:
             lock.release()
@@ -248,10 +250,9 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
                 reporter.samples(step, device)
             if tc.save_every and step % tc.save_every == 0 and step < tc.max_steps:
                 last_ckpt = checkpoint_now()
-            if tc.max_minutes and time.monotonic() - start_time > tc.max_minutes * 60:
-                if dist.all_true(True, device):
-                    stop_reason = "max_minutes"
-                    break
+            if tc.max_minutes and dist.any_true(time.monotonic() - start_time > tc.max_minutes * 60, device):
+                stop_reason = "max_minutes"
+                break
     except KeyboardInterrupt:
         last_ckpt = checkpoint_now()
         reporter.close()
@@ -279,5 +280,6 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
     if dist.is_main:
         why = {"max_steps": "reached max_steps", "max_minutes": "reached max_minutes"}[stop_reason]
         log(f"done: {why} at step {step} in {elapsed:.0f} s; run directory: {run_dir}")
-    return TrainResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, last_loss=reporter.last_loss, elapsed_s=elapsed)
+    return TrainResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, last_loss=reporter.last_loss, elapsed_s=elapsed,
+                       is_main=dist.is_main)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import ConfigError
+from ..fileio import atomic_write
 
 METRICS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s", "nonfinite_skipped")
 
@@ -37,7 +38,12 @@ def new_run_dir(runs_dir: str | Path, name: str, dataset: str, *, overwrite: boo
                 f"run directory {path} already exists; choose another --name, continue it with "
                 f"--resume {path}, or replace it with --overwrite"
             )
-        shutil.rmtree(path)
+        if path.is_dir():
+            # never delete a run that a live process is training in (ConfigError if it is)
+            RunLock(path).acquire().release()
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     path.mkdir(parents=True)
     return path
 
@@ -99,14 +105,18 @@ class MetricsLog:
                         continue  # a line cut short by a crash
                     if len(parsed) == len(METRICS) and parsed["step"] <= resume_step:
                         self.rows.append(parsed)
-        # rewrite: rows after the checkpoint we resume from are dropped, they will be redone
-        with open(self.path, "w", newline="", encoding="utf-8") as fh:
+        # rewrite: rows after the checkpoint we resume from are dropped, they will be redone;
+        # atomically, so that a crash right now cannot lose the rows before it
+        atomic_write(self.path, self._write_rows)
+        self._fh = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._fh, fieldnames=METRICS)
+
+    def _write_rows(self, path: Path) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=METRICS)
             writer.writeheader()
             for row in self.rows:
                 writer.writerow(_formatted(row))
-        self._fh = open(self.path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._fh, fieldnames=METRICS)
 
     def append(self, row: dict[str, float]) -> None:
         self.rows.append(row)
