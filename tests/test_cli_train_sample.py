@@ -76,7 +76,10 @@ def truncated_mnist(tmp_path):
     [
         (["train", "--dataset", "imagenet"], "unknown data set 'imagenet'; choose one of digits, mnist, fashion-mnist, cifar10, folder:PATH"),
         (["train", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "nowhere"),
-        (["train", "--dataset", "mnist", "--data-dir", "{mnist}"], "train-images-idx3-ubyte.gz"),
+        (["train", "--dataset", "mnist", "--data-dir", "{mnist}"],
+         "train-images-idx3-ubyte.gz is truncated: its header claims 7840 bytes of data (10x28x28) but only 100 are present"),
+        (["train", "--dataset", "mnist", "--data-dir", "{badmagic}"],
+         "train-images-idx3-ubyte is not an IDX file: it does not start with the IDX magic bytes 00 00"),
         (["train", "--image-size", "9"], "image size 9x9 cannot be halved 1 time"),
         (["train", "--max-steps", "many"], "--max-steps must be an integer; got 'many'"),
         (["train", "--device", "cuda:7"], "device 'cuda:7' was asked for but PyTorch sees no CUDA GPU"),
@@ -88,7 +91,11 @@ def truncated_mnist(tmp_path):
 def test_errors_are_one_sentence_with_status_2(tmp_path, truncated_mnist, args, message):
     (tmp_path / "model.pt").write_bytes(b"not ours")
     (tmp_path / "bad.toml").write_text("[train]\nlearning_rate = 1\n")
-    args = [a.format(tmp=tmp_path, mnist=truncated_mnist) for a in args]
+    badmagic = tmp_path / "badmagic"
+    badmagic.mkdir()
+    (badmagic / "train-images-idx3-ubyte").write_bytes(b"PK\x03\x04" + bytes(100))
+    (badmagic / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 1, 0]))
+    args = [a.format(tmp=tmp_path, mnist=truncated_mnist, badmagic=badmagic) for a in args]
     code, out, err = run_cli(*args, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path) if args[0] == "train" else run_cli(*args, cwd=tmp_path)
     assert code == 2, err
     assert message in err
@@ -108,3 +115,37 @@ def test_resume_with_a_mismatched_config_and_an_existing_run(tmp_path):
 def test_usage_errors_exit_2():
     code, _, err = run_cli("train", "--no-such-option", cwd=".")
     assert code == 2 and "unrecognized arguments: --no-such-option" in err and "Traceback" not in err
+
+
+def test_out_of_memory_on_the_first_step_is_one_sentence(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from ddpm.models.unet import Unet
+
+    def no_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(Unet, "forward", no_memory)
+    assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory at step 1 on cpu with batch size 8 and images of 8x8; lower --batch-size" in err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "ddpm", "train", *TINY, "--max-steps", "100000", "--runs-dir",
+                             str(tmp_path), "--name", "stop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    metrics = tmp_path / "stop" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "checkpoint saved to" in err and "Traceback" not in err
+    from ddpm.training.checkpoint import read_checkpoint
+
+    assert read_checkpoint(tmp_path / "stop").step >= 4

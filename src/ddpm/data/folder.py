@@ -32,7 +32,7 @@ from ..errors import DataError
 from .base import check_split, fit_image
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "GIF")  # MPO: JPEGs from cameras with several frames
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "DIB", "GIF")  # PIL opens multi-picture (MPO) JPEGs as JPEG
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
 

@@ -1,0 +1,279 @@
+"""Sampler quality against model evaluations on a real MNIST model.
+
+For every sampler and step count, draws images from one trained model and measures an FID-style
+distance to the 10,000 MNIST test images, computed on the features of a small MNIST classifier
+(``ddpm.eval.SmallClassifier``, trained once on the training split and cached), plus KID and the
+wall time per image. Every cell starts from the same x_T noise (image i always gets the same
+x_T), and the ancestral sampler's per-step noise comes from a generator seeded per batch, so the
+cells differ only in the sampler and its step count.
+
+FID is biased upwards by roughly a constant over N, so it is only comparable between cells
+drawn with the same number of images: the table gives every cell's FID on its first
+``common`` images (the smallest N of any cell, the same x_T for all) as well as on all of them.
+KID is unbiased and comparable across N.
+
+    OMP_NUM_THREADS=1 python benchmarks/sampler_quality.py --run-dir runs/mnist \
+        --data-dir ../shared/data/mnist --long-num-samples 500
+
+A missing ``--run-dir`` is trained first from ``--config`` for at most ``--train-minutes``.
+Results go to ``<out-dir>/results.json`` cell by cell, so an interrupted run continues where it
+stopped; sample grids of every cell go beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ddpm.config import apply_overrides, load_toml
+from ddpm.data import get_dataset
+from ddpm.eval import (
+    classifier_accuracy,
+    classifier_extractor,
+    compute_statistics,
+    frechet_distance,
+    kernel_distance,
+    load_classifier,
+    load_statistics,
+    save_classifier,
+    save_statistics,
+    train_classifier,
+)
+from ddpm.errors import CheckpointError
+from ddpm.fileio import atomic_write_text
+from ddpm.generate import load_for_sampling
+from ddpm.training.batches import derived_seed
+from ddpm.viz import save_grid
+
+DEFAULT_SAMPLERS = ("ancestral", "ddim", "dpm++2m", "dpm++3m")
+DEFAULT_STEPS = (10, 20, 50, 100, 1000)
+TARGET = ("dpm++2m", 20, "ancestral", 1000, 1.10)  # candidate, its steps, reference, its steps, max ratio
+
+
+# ---- the feature extractor and the real-data statistics (cached) ------------------------------
+
+
+def load_or_train_classifier(cache_dir: Path, data_dir: str, *, epochs: int, log=print):
+    """The cached MNIST classifier (trained on the training split if absent) and its info."""
+    where = cache_dir / "mnist-classifier"
+    try:
+        model, info = load_classifier(where)
+        log(f"classifier: {where} (test accuracy {info['accuracy']:.4f})")
+        return model, info
+    except CheckpointError:
+        pass
+    train = get_dataset("mnist", split="train", data_dir=data_dir, log=log)
+    test = get_dataset("mnist", split="test", data_dir=data_dir, log=log)
+    began = time.perf_counter()
+    model = train_classifier(train.images, train.labels, num_classes=10, epochs=epochs, log=log)
+    seconds = time.perf_counter() - began
+    accuracy = classifier_accuracy(model, test.images, test.labels)
+    save_classifier(model, where, accuracy=accuracy, meta={"dataset": "mnist", "epochs": epochs, "train_s": seconds})
+    log(f"classifier: trained in {seconds:.0f} s, test accuracy {accuracy:.4f}; saved to {where}")
+    return load_classifier(where)
+
+
+def real_statistics(extractor, cache_dir: Path, data_dir: str, log=print):
+    """(mu, sigma, features) of the 10,000 MNIST test images, cached per extractor."""
+    path = cache_dir / f"mnist-test-{extractor.name}.npz"
+    try:
+        return load_statistics(path, extractor=extractor.name)
+    except CheckpointError:
+        pass
+    test = get_dataset("mnist", split="test", data_dir=data_dir, log=log)
+    mu, sigma, feats = compute_statistics(extractor, test.images)
+    save_statistics(path, mu, sigma, feats, extractor=extractor.name)
+    log(f"real statistics: {path}")
+    return mu, sigma, feats
+
+
+# ---- the model -----------------------------------------------------------------------------
+
+
+def load_or_train_model(run_dir: Path, config_path: str, data_dir: str, train_minutes: float, log=print):
+    """(diffusion, checkpoint) of ``run_dir``; a missing run is trained first and timed."""
+    if not run_dir.exists():
+        from ddpm.training.loop import train
+
+        config = apply_overrides(load_toml(config_path), {
+            "data_dir": data_dir, "runs_dir": str(run_dir.parent), "name": run_dir.name,
+            "max_minutes": str(train_minutes), "tensorboard": "false",
+        })
+        log(f"{run_dir} does not exist: training it from {config_path} for at most {train_minutes} minutes")
+        result = train(config, log=log, progress=False)
+        log(f"training took {result.elapsed_s / 60:.1f} minutes ({result.step} steps)")
+    return load_for_sampling(run_dir, device="cpu")
+
+
+# ---- one cell ------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def draw(diffusion, x_T: torch.Tensor, sampler: str, steps: int, batch_size: int, seed: int):
+    """Images [N, C, H, W] in [0, 1] from noise ``x_T`` [N, C, H, W]; sampling seconds; model
+    evaluations per image (counted with a hook on the network, not taken from the sampler)."""
+    evaluated = [0]
+    hook = diffusion.model.register_forward_hook(lambda m, args, out: evaluated.__setitem__(0, evaluated[0] + args[0].shape[0]))
+    out, seconds = [], 0.0
+    try:
+        for i, start in enumerate(range(0, x_T.shape[0], batch_size)):
+            noise = x_T[start : start + batch_size]
+            g = torch.Generator().manual_seed(derived_seed(seed, i))  # the ancestral sampler's per-step noise
+            began = time.perf_counter()
+            out.append(diffusion.sample(noise.shape[0], sampler=sampler, steps=steps, noise=noise, generator=g))
+            seconds += time.perf_counter() - began
+    finally:
+        hook.remove()
+    return torch.cat(out), seconds, evaluated[0] / x_T.shape[0]
+
+
+def score(extractor, real, images: torch.Tensor, common: int) -> dict:
+    """FID on all images and on the first ``common``; KID (mean, standard error) on all."""
+    mu_r, sigma_r, real_feats = real
+    mu, sigma, feats = compute_statistics(extractor, images)
+    mu_c, sigma_c, _ = compute_statistics(extractor, images[:common])
+    kid, kid_se = kernel_distance(real_feats, feats, num_subsets=100, subset_size=min(1000, len(images)))
+    return {
+        "fid": frechet_distance(mu_r, sigma_r, mu, sigma),
+        "fid_common": frechet_distance(mu_r, sigma_r, mu_c, sigma_c),
+        "kid": kid,
+        "kid_se": kid_se,
+    }
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+
+def table(results: dict, common: int, samplers, steps_list) -> str:
+    lines = [
+        f"| sampler | steps | model evals / image | N | FID-style (N) | FID-style (first {common}) | KID x 1e3 | s / image |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    real = results.get("real")
+    if real:
+        lines.append(f"| real (MNIST train images) | - | - | {real['n']} | {real['fid']:.2f} | {real['fid_common']:.2f} | "
+                     f"{real['kid'] * 1e3:.2f} ± {real['kid_se'] * 1e3:.2f} | - |")
+    for sampler in samplers:
+        for steps in steps_list:
+            r = results["cells"].get(f"{sampler}@{steps}")
+            if r is None:
+                continue
+            lines.append(f"| {sampler} | {steps} | {r['nfe']:.0f} | {r['n']} | {r['fid']:.2f} | {r['fid_common']:.2f} | "
+                         f"{r['kid'] * 1e3:.2f} ± {r['kid_se'] * 1e3:.2f} | {r['s_per_image']:.3f} |")
+    return "\n".join(lines)
+
+
+def verdict(results: dict, common: int) -> str:
+    cand, cand_steps, ref, ref_steps, limit = TARGET
+    a, b = results["cells"].get(f"{cand}@{cand_steps}"), results["cells"].get(f"{ref}@{ref_steps}")
+    if a is None or b is None:
+        return f"target: needs both {cand}@{cand_steps} and {ref}@{ref_steps} in the grid"
+    ratio = a["fid_common"] / b["fid_common"]
+    kid_ratio = a["kid"] / b["kid"] if b["kid"] > 0 else math.nan
+    return (
+        f"reference {ref}@{ref_steps}: FID-style {b['fid_common']:.2f} (first {common}), {b['nfe']:.0f} model evaluations\n"
+        f"target {cand}@{cand_steps} / {ref}@{ref_steps} <= {limit:.2f}: ratio {ratio:.3f} "
+        f"({'met' if ratio <= limit else 'NOT met'}; KID ratio {kid_ratio:.3f}) "
+        f"with {b['nfe'] / a['nfe']:.0f}x fewer model evaluations"
+    )
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", default="runs/mnist", help="a trained MNIST run (trained first if missing)")
+    p.add_argument("--config", default="configs/mnist.toml", help="config for training a missing --run-dir")
+    p.add_argument("--train-minutes", type=float, default=60.0, help="time budget for training a missing run")
+    p.add_argument("--data-dir", default="../shared/data/mnist", help="folder with the MNIST IDX files")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "torch-ddpm" / "bench"),
+                   help="classifier and real-data statistics cache")
+    p.add_argument("--out-dir", default="", help="results.json and sample grids (default: <cache-dir>/sampler_quality/<run name>)")
+    p.add_argument("--classifier-epochs", type=int, default=5)
+    p.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS))
+    p.add_argument("--steps", type=int_list, default=DEFAULT_STEPS, help="comma-separated step counts")
+    p.add_argument("--num-samples", type=int, default=2000, help="images per cell")
+    p.add_argument("--long-num-samples", type=int, default=0,
+                   help="images per cell with at least --long-from steps (0: --num-samples)")
+    p.add_argument("--long-from", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out-dir")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cache_dir = Path(args.cache_dir).expanduser()
+    run_dir = Path(args.run_dir)
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    classifier, info = load_or_train_classifier(cache_dir, args.data_dir, epochs=args.classifier_epochs)
+    extractor = classifier_extractor(classifier)
+    real = real_statistics(extractor, cache_dir, args.data_dir)
+    diffusion, ckpt = load_or_train_model(run_dir, args.config, args.data_dir, args.train_minutes)
+    params = sum(p.numel() for p in diffusion.model.parameters())
+    print(f"model: {ckpt.path} (step {ckpt.step}, {params:,} parameters, {diffusion.num_timesteps} timesteps)")
+
+    long_n = args.long_num_samples or args.num_samples
+    n_of = {s: (long_n if s >= args.long_from else args.num_samples) for s in args.steps}
+    common = min(n_of.values())
+    out_dir = Path(args.out_dir) if args.out_dir else cache_dir / "sampler_quality" / run_dir.name
+    key = {"checkpoint": str(ckpt.path.resolve()), "step": ckpt.step, "seed": args.seed, "batch_size": args.batch_size,
+           "extractor": extractor.name, "common": common}
+    results_path = out_dir / "results.json"
+    results = {"key": key, "cells": {}}
+    if results_path.is_file() and not args.fresh:
+        earlier = json.loads(results_path.read_text(encoding="utf-8"))
+        if earlier.get("key") == key:
+            results = earlier
+            print(f"continuing {results_path}: {len(results['cells'])} cells done")
+
+    def save() -> None:
+        atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
+
+    shape = (max(n_of.values()), diffusion.channels, *diffusion.image_size)
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+
+    if "real" not in results:  # the floor: real held-out images scored like a sampler's
+        train = get_dataset("mnist", split="train", data_dir=args.data_dir, log=lambda m: None)
+        pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(args.seed))[: args.num_samples]
+        results["real"] = {"n": args.num_samples, **score(extractor, real, train.images[pick].float() / 255, common)}
+        save()
+
+    # the cost of one model evaluation, to say up front how long the grid will take
+    _, sec, nfe = draw(diffusion, x_T[: args.batch_size], "ddim", 5, args.batch_size, args.seed)
+    ms = 1000 * sec / (nfe * args.batch_size)
+    todo = [(s, k) for k in sorted(args.steps) for s in samplers if f"{s}@{k}" not in results["cells"]]
+    estimate = sum(k * n_of[k] for _, k in todo) * ms / 1000
+    print(f"{ms:.2f} ms per model evaluation (batch {args.batch_size}); {len(todo)} cells to draw, about {estimate / 60:.0f} minutes")
+
+    for sampler, steps in todo:  # cheap cells first
+        n = n_of[steps]
+        images, seconds, nfe = draw(diffusion, x_T[:n], sampler, steps, args.batch_size, args.seed)
+        cell = {"n": n, "nfe": nfe, "seconds": seconds, "s_per_image": seconds / n, **score(extractor, real, images, common)}
+        results["cells"][f"{sampler}@{steps}"] = cell
+        save()
+        save_grid(images[:100], out_dir / f"{sampler}-{steps}.png", nrow=10)
+        print(f"{sampler:>9} @ {steps:>4}: FID-style {cell['fid']:.2f} (first {common}: {cell['fid_common']:.2f}), "
+              f"KID {cell['kid'] * 1e3:.2f}e-3, {cell['s_per_image']:.3f} s/image", flush=True)
+
+    print(f"\nclassifier test accuracy {info['accuracy']:.4f}; {torch.get_num_threads()} thread(s); results in {results_path}\n")
+    print(table(results, common, samplers, sorted(args.steps)))
+    print()
+    print(verdict(results, common))
+
+
+if __name__ == "__main__":
+    main()
