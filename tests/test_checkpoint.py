@@ -115,3 +115,24 @@ def test_weights_that_do_not_fit():
         load_model_weights(model, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, "x.safetensors")
     with pytest.raises(CheckpointError, match="missing 'bias'"):
         load_model_weights(model, {"weight": torch.zeros(2, 3)}, "x.safetensors")
+
+
+def test_a_config_describing_a_huge_model_is_refused_before_allocating(tmp_path):
+    import tracemalloc
+
+    from ddpm.config import apply_overrides
+    from ddpm.generate import load_for_sampling
+
+    small = apply_overrides(RunConfig(), {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8",
+                                          "image_size": "8", "channels": "1"})
+    from ddpm.training.build import build_unet
+
+    weights = build_unet(small).state_dict()
+    huge = apply_overrides(small, {"dim": "100000"})  # about 10^12 parameters if it were built
+    save_checkpoint(tmp_path, 1, model_state=weights, ema_state=weights, train_state={"step": 1}, config=huge)
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match="do not fit this model"):
+        load_for_sampling(tmp_path, device="cpu")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20

@@ -149,3 +149,18 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     from ddpm.training.checkpoint import read_checkpoint
 
     assert read_checkpoint(tmp_path / "stop").step >= 4
+
+
+def test_file_system_errors_are_one_sentence(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = run_cli("train", *TINY, "--max-steps", "1", "--runs-dir", str(blocker / "runs"), cwd=tmp_path)
+    assert code == 2 and "Traceback" not in err and err.startswith("ddpm: error: ") and err.count("\n") == 1
+
+
+def test_resuming_a_finished_run_keeps_its_checkpoint(tmp_path):
+    assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(tmp_path), "--name", "done"]) == 0
+    ckpt = tmp_path / "done" / "checkpoints" / "step_00000002"
+    before = ckpt.stat().st_ino
+    assert main(["train", "--resume", str(tmp_path / "done")]) == 0
+    assert ckpt.stat().st_ino == before  # not rewritten

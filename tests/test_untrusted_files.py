@@ -97,6 +97,10 @@ IN_CHECKPOINT = [
     ("state.pt", ["train", "--resume", "{run}", "--max-steps", "4"], "is not a loadable training state"),
     ("config.json", ["sample", "--run", "{run}"], "config.json is not readable JSON"),
     ("config.json", ["train", "--resume", "{run}"], "config.json is not readable JSON"),
+    ("ema.safetensors", ["eval", "--run", "{run}", "--cache-dir", "{tmp}/cache"], "is not a readable safetensors file"),
+    ("model.safetensors", ["eval", "--run", "{ckpt}", "--no-ema", "--cache-dir", "{tmp}/cache"], "is not a readable safetensors file"),
+    ("ema.safetensors", ["viz", "reverse", "--run", "{run}", "--out", "{tmp}/r.gif"], "is not a readable safetensors file"),
+    ("ema.safetensors", ["viz", "interpolate", "--run", "{run}", "--out", "{tmp}/i.png"], "is not a readable safetensors file"),
 ]
 
 
@@ -107,7 +111,7 @@ def test_a_pickle_planted_in_a_checkpoint_is_refused_by_the_cli(run, tmp_path, c
     marker = tmp_path / "marker"
     (ckpt / planted).write_bytes(PAYLOADS[payload](marker))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
-    args = [a.format(run=run, ckpt=ckpt) for a in args]
+    args = [a.format(run=run, ckpt=ckpt, tmp=tmp_path) for a in args]
     if args[0] == "sample":
         args += ["--n", "1", "--out", str(tmp_path / "out")]
     _cli_refuses(capsys, args, message)
@@ -124,7 +128,21 @@ def test_a_pickle_given_as_the_checkpoint_is_refused_by_the_cli(tmp_path, capsys
     evil.write_bytes(PAYLOADS[payload](marker))
     _cli_refuses(capsys, ["sample", "--checkpoint", str(evil), "--out", str(tmp_path / "out")],
                  f"{evil} is not a torch-ddpm checkpoint; give a run directory")
-    _cli_refuses(capsys, ["train", "--resume", str(evil)], f"{evil} is not a torch-ddpm checkpoint")
+    refused = f"{evil} is not a torch-ddpm checkpoint"
+    _cli_refuses(capsys, ["train", "--resume", str(evil)], refused)
+    _cli_refuses(capsys, ["eval", "--run", str(evil), "--cache-dir", str(tmp_path / "cache")], refused)
+    _cli_refuses(capsys, ["viz", "reverse", "--run", str(evil), "--out", str(tmp_path / "r.gif")], refused)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_a_pickle_given_as_the_inception_weights_is_refused_by_the_cli(run, tmp_path, capsys, payload):
+    marker = tmp_path / "marker"
+    evil = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    evil.write_bytes(PAYLOADS[payload](marker))
+    _cli_refuses(capsys, ["eval", "--run", str(run), "--features", "inception", "--inception-weights", str(evil),
+                          "--num-samples", "2", "--cache-dir", str(tmp_path / "cache")],
+                 f"{evil} cannot be read as a weights-only PyTorch state dict")
     assert not marker.exists()
 
 
@@ -232,9 +250,12 @@ def test_a_config_with_unknown_or_mistyped_fields_is_one_sentence(run, tmp_path,
     "edit, message",
     [
         # a wider network: every tensor is there, with the wrong shape
-        (lambda m: m["config"]["model"].update(dim=16), r"do not fit this model: \S+ has shape \(\d+(, \d+)*\) where the model needs"),
+        (lambda m: m["config"]["model"].update(dim=16),
+         r"do not fit this model: \S+ has shape \(\d+(, \d+)*\) where the model needs"),
         # one resolution level fewer: tensors are missing
-        (lambda m: m["config"]["model"].update(dim_mults=[1]), r"do not fit this model \((missing|unexpected) '[^']+', \d+ missing and \d+ unexpected tensors\); was it written for another configuration\?"),
+        (lambda m: m["config"]["model"].update(dim_mults=[1]),
+         r"do not fit this model \((missing|unexpected) '[^']+', \d+ missing and \d+ unexpected tensors\); "
+         r"was it written for another configuration\?"),
         (lambda m: m["config"]["data"].update(channels=3), r"do not fit this model: \S+ has shape"),
     ],
 )

@@ -259,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DDPMError as err:
         print(f"ddpm: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only directory, a missing permission
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"ddpm: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ddpm: interrupted", file=sys.stderr)
         return 130

@@ -72,12 +72,14 @@ def generate(
 def load_for_sampling(source: str | Path, *, use_ema: bool = True, device: str = "auto"):
     """The GaussianDiffusion of a run or checkpoint, with its (EMA) weights, on ``device``,
     in eval mode; returns it with the checkpoint it came from."""
-    from .training.build import build_diffusion, pick_device
-    from .training.checkpoint import load_model_weights, read_checkpoint
+    from .training.build import build_diffusion, build_unet, pick_device
+    from .training.checkpoint import check_fit, load_model_weights, read_checkpoint, weight_shapes
 
     ckpt = read_checkpoint(source)
-    diffusion = build_diffusion(ckpt.config)
     name = "ema.safetensors" if use_ema else "model.safetensors"
+    with torch.device("meta"):  # check the weights against the config before allocating anything
+        check_fit(build_unet(ckpt.config), weight_shapes(ckpt.path / name), ckpt.path / name)
+    diffusion = build_diffusion(ckpt.config)
     load_model_weights(diffusion.model, ckpt.weights(ema=use_ema), ckpt.path / name)
     return diffusion.to(pick_device(device)).eval(), ckpt
 

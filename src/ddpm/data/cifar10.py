@@ -13,11 +13,14 @@ device) is refused as a whole, so no archive can write anything anywhere.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import re
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -81,15 +84,16 @@ def load_cifar10(
 
 
 def read_archive(path: Path, wanted: set[str]) -> dict[str, bytes]:
-    """The bytes of the ``wanted`` members of a tar archive (any compression), read in one pass.
+    """The bytes of the ``wanted`` members of a tar archive (gzip, bzip2, xz or none), read in one pass.
 
     Every member is checked first: regular files and folders with relative, ``..``-free names
     only; anything else makes the whole archive a :class:`DataError`.
     """
     found: dict[str, bytes] = {}
     try:
-        # "r|*": a forward-only stream; no seeking back into a gzip, each member read once.
-        with tarfile.open(path, "r|*") as tar:
+        # "r|": a forward-only stream, each member read once. The decompression is the standard
+        # modules' own (tarfile's built-in one fails on some damaged headers with a TypeError).
+        with _decompressed(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
             for member in tar:
                 name = _check_member(member, path)
                 if name not in wanted or not member.isfile():
@@ -101,9 +105,22 @@ def read_archive(path: Path, wanted: set[str]) -> dict[str, bytes]:
                 stream = tar.extractfile(member)
                 assert stream is not None  # a regular file always has one
                 found[name] = stream.read()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as err:
         raise DataError(f"{path} is not a readable tar archive or is damaged ({err}).") from None
     return found
+
+
+def _decompressed(path: Path) -> BinaryIO:
+    """``path`` opened for reading, through gzip, bzip2 or xz as its first bytes say."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.open(path, "rb")
+    if magic.startswith(b"BZh"):
+        return bz2.open(path, "rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(path, "rb")
+    return open(path, "rb")
 
 
 def _check_member(member: tarfile.TarInfo, path: Path) -> str:

@@ -67,6 +67,8 @@ def _read(stream: BinaryIO, path: Path, file_size: int | None) -> np.ndarray:
     expected = math.prod(dims)  # one byte per value
     if expected > MAX_BYTES:
         raise DataError(f"{path} claims dimensions {shape} ({expected} bytes), more than any real IDX file holds.")
+    if math.prod(d for d in dims if d) > MAX_BYTES:  # e.g. 0x2**21x2**21x2**21: empty, too big a shape for numpy
+        raise DataError(f"{path} claims dimensions {shape}, far larger than any real IDX file even though one is 0.")
 
     if file_size is not None:
         present = file_size - 4 - 4 * ndim  # known before reading anything

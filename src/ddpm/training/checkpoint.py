@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
@@ -245,21 +246,39 @@ def load_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """``model.load_state_dict`` with a one-sentence error when the shapes or names differ."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a safetensors file, from its header alone."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as err:  # safetensors raises its own error types for malformed files
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def check_fit(model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], source: str | Path) -> None:
+    """One sentence if tensors named and shaped ``shapes`` cannot be loaded into ``model``.
+
+    ``model`` may live on the meta device: checking a checkpoint against its config this way
+    allocates nothing, so a config describing an absurdly large network is refused cheaply.
+    """
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in own if k not in shapes]
+    unexpected = [k for k in shapes if k not in own]
     if missing or unexpected:
         what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
         raise CheckpointError(
             f"the weights in {source} do not fit this model ({what}, {len(missing)} missing and "
             f"{len(unexpected)} unexpected tensors); was it written for another configuration?"
         )
-    for k, v in own.items():
-        if state[k].shape != v.shape:
+    for k, shape in own.items():
+        if tuple(shapes[k]) != shape:
             raise CheckpointError(
-                f"the weights in {source} do not fit this model: {k} has shape {tuple(state[k].shape)} "
-                f"where the model needs {tuple(v.shape)}"
+                f"the weights in {source} do not fit this model: {k} has shape {tuple(shapes[k])} "
+                f"where the model needs {shape}"
             )
+
+
+def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``model.load_state_dict`` with a one-sentence error when the shapes or names differ."""
+    check_fit(model, {k: tuple(v.shape) for k, v in state.items()}, source)
     model.load_state_dict(state)

@@ -25,8 +25,8 @@ from ..errors import CheckpointError, ConfigError, DDPMError
 from ..fileio import atomic_write_text
 from ..losses import draw_noise
 from .batches import BatchPlan
-from .build import build_diffusion, pick_device
-from .checkpoint import load_model_weights, read_checkpoint, save_checkpoint
+from .build import build_diffusion, build_unet, pick_device
+from .checkpoint import check_fit, list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint, weight_shapes
 from .distributed import Distributed, init_distributed
 from .ema import EMA
 from .reporting import Reporter
@@ -143,6 +143,11 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress) 
 
 def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> TrainResult:
     tc = config.train
+    if checkpoint is not None:
+        with torch.device("meta"):  # check the weights against the config before allocating anything
+            skeleton = build_unet(config)
+        for name in ("model.safetensors", "ema.safetensors"):
+            check_fit(skeleton, weight_shapes(checkpoint.path / name), checkpoint.path / name)
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     diffusion = build_diffusion(config).to(device)
     model = diffusion.model
@@ -154,7 +159,7 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
     )
     warmup = max(tc.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    step = 0
+    step = nonfinite_total = 0
     if checkpoint is not None:
         load_model_weights(model, checkpoint.weights(ema=False), checkpoint.path / "model.safetensors")
         state = checkpoint.state()
@@ -162,6 +167,7 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
+        nonfinite_total = int(state.get("nonfinite_skipped", 0))
     torch.manual_seed(tc.seed + 1 + dist.rank + 7919 * step)  # dropout: per rank, per resume point
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
     if tc.compile:
@@ -177,8 +183,8 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
     reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main)
     C, H, W = data.images.shape[1:]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
-    start_time, stop_reason, last_ckpt = time.monotonic(), "max_steps", None
-    nonfinite_in_a_row = nonfinite_total = 0
+    start_time, stop_reason, last_ckpt, start_step = time.monotonic(), "max_steps", None, step
+    nonfinite_in_a_row = 0
 
     def checkpoint_now() -> Path | None:
         if not dist.is_main:
@@ -188,6 +194,7 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "ema_updates": ema.updates,
+            "nonfinite_skipped": nonfinite_total,
             "torch_rng": torch.get_rng_state(),
         }
         try:
@@ -229,8 +236,15 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
                 loss_value += float(loss.detach())
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
             finite = dist.all_true(math.isfinite(loss_value) and bool(torch.isfinite(grad_norm)), device)
-            if not finite:
-                # skip the update; several in a row mean training has diverged
+            if finite:
+                nonfinite_in_a_row = 0
+                optimizer.step()
+                scheduler.step()
+                ema.update(model)
+            else:
+                # skip the update and go on with the next batch: a step's batch and noise are fixed
+                # by the seed, so trying it again would fail the same way; several in a row mean
+                # that training has diverged
                 nonfinite_in_a_row += 1
                 nonfinite_total += 1
                 log(f"warning: non-finite loss or gradient at step {step + 1}; the step was skipped")
@@ -238,14 +252,11 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
                     stop_reason = "nonfinite"
                     break
                 optimizer.zero_grad(set_to_none=True)
-                reporter.skipped(nonfinite_total)
-                continue
-            nonfinite_in_a_row = 0
-            optimizer.step()
-            scheduler.step()
-            ema.update(model)
             step += 1
-            reporter.step(step, loss_value, scheduler.get_last_lr()[0], float(grad_norm), plan.batch_size * tc.grad_accum * dist.world_size, nonfinite_total)
+            if finite:
+                reporter.step(step, loss_value, scheduler.get_last_lr()[0], float(grad_norm), plan.batch_size * tc.grad_accum * dist.world_size, nonfinite_total)
+            else:
+                reporter.skipped(nonfinite_total)
             if tc.sample_every and step % tc.sample_every == 0 and step < tc.max_steps:
                 reporter.samples(step, device)
             if tc.save_every and step % tc.save_every == 0 and step < tc.max_steps:
@@ -266,14 +277,18 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
             f"{H}x{W}; lower --batch-size (keeping the effective batch with --grad-accum) or use --grad-checkpoint"
         ) from None
     if stop_reason == "nonfinite":
-        last_ckpt = None
         reporter.close()
+        good = list_checkpoints(run_dir)
+        where_good = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint had been written yet"
         raise ConfigError(
             f"training stopped at step {step}: {MAX_NONFINITE_IN_A_ROW} steps in a row had a non-finite loss or "
             "gradient; likely causes: a learning rate too high (--lr), bf16 overflow (--no-bf16), or bad data "
-            f"(NaN or constant images); the last good checkpoint is in {run_dir}/checkpoints"
+            f"(NaN or constant images); {where_good}"
         )
-    last_ckpt = checkpoint_now()
+    if step > start_step or checkpoint is None:
+        last_ckpt = checkpoint_now()
+    else:  # nothing new since the checkpoint we resumed from: keep it rather than rewrite it
+        last_ckpt = checkpoint.path if dist.is_main else None
     reporter.samples(step, device)
     reporter.close()
     elapsed = time.monotonic() - start_time
