@@ -164,3 +164,29 @@ def test_resuming_a_finished_run_keeps_its_checkpoint(tmp_path):
     before = ckpt.stat().st_ino
     assert main(["train", "--resume", str(tmp_path / "done")]) == 0
     assert ckpt.stat().st_ino == before  # not rewritten
+
+
+def test_sample_checks_its_options_before_making_the_output_directory(tmp_path, capsys):
+    assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(tmp_path), "--name", "o"]) == 0
+    run = tmp_path / "o"
+    for bad, message in ((["--n", "0"], "--n and --batch-size must be positive"),
+                         (["--steps", "5000"], "steps must be an integer from 1 to the 20 training timesteps"),
+                         (["--grid", "foo"], "unknown timestep grid 'foo'"),
+                         (["--clip", "foo"], "unknown clip mode 'foo'"),
+                         (["--guidance-scale", "3"], "--guidance-scale needs a class-conditional run")):
+        out = tmp_path / "never"
+        assert main(["sample", "--run", str(run), "--out", str(out), *bad]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_naming_the_raw_weights_file_samples_from_it(tmp_path):
+    # a slow EMA and a fast model, so the two sets of weights draw visibly different images
+    assert main(["train", *TINY, "--max-steps", "3", "--lr", "0.02", "--ema-decay", "0.99", "--no-ema-warmup",
+                 "--runs-dir", str(tmp_path), "--name", "w"]) == 0
+    ckpt = tmp_path / "w" / "checkpoints" / "step_00000003"
+    for name, flags in (("model", ["--no-ema"]), ("ema", [])):
+        assert main(["sample", "--checkpoint", str(ckpt / f"{name}.safetensors"), "--n", "2", "--out", str(tmp_path / name)]) == 0
+        assert main(["sample", "--checkpoint", str(ckpt), *flags, "--n", "2", "--out", str(tmp_path / f"{name}-dir")]) == 0
+        assert (tmp_path / name / "grid.png").read_bytes() == (tmp_path / f"{name}-dir" / "grid.png").read_bytes()
+    assert (tmp_path / "model" / "grid.png").read_bytes() != (tmp_path / "ema" / "grid.png").read_bytes()

@@ -120,3 +120,16 @@ def test_sampler_choice_steps_and_guidance_through_the_facade():
         diffusion.sample(2, guidance_scale=2.0)
     with pytest.raises(ConfigError, match="unknown sampler 'euler'"):
         diffusion.sample(2, sampler="euler")
+
+
+def test_sampling_turns_dropout_off_and_restores_the_mode():
+    torch.manual_seed(0)
+    model = Unet(dim=8, dim_mults=(1, 2), channels=1, dropout=0.5)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    diffusion = GaussianDiffusion(model, 8, timesteps=10).train()
+    a = diffusion.sample(2, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(123)  # a different global RNG must not change the images
+    b = diffusion.sample(2, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b)
+    assert diffusion.training and model.training

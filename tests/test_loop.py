@@ -38,7 +38,7 @@ def _assert_same(a, b):
 
 
 @pytest.mark.parametrize("extra", [{}, {"class_conditional": "true", "hflip": "true", "grad_accum": "2",
-                                        "offset_noise_strength": "0.1"}])
+                                        "offset_noise_strength": "0.1", "dropout": "0.2"}])
 def test_resume_equals_an_uninterrupted_run(tmp_path, extra):
     whole = train(tiny(tmp_path, name="whole", max_steps=8, **extra), log=quiet, progress=False)
     train(tiny(tmp_path, name="half", max_steps=4, **extra), log=quiet, progress=False)
@@ -94,14 +94,28 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
     assert "reached max_minutes at step 1" in messages[-1]
 
 
-def test_interrupt_saves_a_checkpoint(tmp_path):
+def test_interrupt_saves_a_checkpoint_at_the_end_of_the_step(tmp_path):
+    import os
+    import signal
+
     def log(msg):
         if msg.startswith("step 4/"):
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while step 4 is being reported
 
     with pytest.raises(TrainingInterrupted, match=r"interrupted at step 4; checkpoint saved to .*; continue with: ddpm train --resume"):
         train(tiny(tmp_path, name="i", max_steps=100), log=log, progress=False)
     assert read_checkpoint(tmp_path / "runs" / "i").step == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_second_interrupt_stops_at_once_without_writing(tmp_path):
+    def log(msg):
+        if msg.startswith("step 6/"):
+            raise KeyboardInterrupt  # as a second Ctrl-C does
+
+    with pytest.raises(TrainingInterrupted, match=r"stopped at once during step 7; the last checkpoint is .*step_00000004"):
+        train(tiny(tmp_path, name="f", max_steps=100), log=log, progress=False)
+    assert read_checkpoint(tmp_path / "runs" / "f").step == 4
 
 
 def test_divergence_stops_with_a_clear_message_and_no_bad_checkpoint(tmp_path):

@@ -31,12 +31,14 @@ def test_reverse_animation_and_still(run, tmp_path):
     anim, still = reverse_picture(run, tmp_path / "r.gif", still=tmp_path / "r.png", num_images=2, sampler="ddim", steps=6,
                                   columns=3)
     with Image.open(anim) as im:
-        assert im.n_frames == 6
+        assert im.n_frames == 7  # one per step, then the sample itself
     with Image.open(still) as im:
         assert im.size == (3 * CELL + 2, 2 * CELL + 2)
     webp, _ = reverse_picture(run, tmp_path / "r.webp", num_images=2, sampler="ddim", steps=4)
     with Image.open(webp) as im:
-        assert im.n_frames == 4
+        assert im.n_frames == 5
+    with pytest.raises(ConfigError, match="ending in .gif or .webp"):
+        reverse_picture(run, tmp_path / "r.png")
 
 
 def test_interpolation_grid(run, tmp_path):
@@ -64,3 +66,22 @@ def test_viz_command(run, tmp_path, capsys):
         assert next(tmp_path.glob(f"{name}.*")).stat().st_size > 0
     assert main(["viz", "reverse"]) == 2
     assert "needs --run RUN" in capsys.readouterr().err
+
+
+def test_the_last_frame_is_the_sample(run, tmp_path):
+    import numpy as np
+
+    from ddpm.generate import load_for_sampling
+
+    anim, still = reverse_picture(run, tmp_path / "a.gif", still=tmp_path / "a.png", num_images=1, sampler="ddim",
+                                  steps=3, columns=4)
+    diffusion, _ = load_for_sampling(run)
+    import torch
+
+    from ddpm.training.batches import derived_seed
+
+    sample = diffusion.sample(1, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(derived_seed(0, 3)))
+    with Image.open(still) as im:
+        last = np.asarray(im.convert("L"))[2:66, 2 + 3 * 66 : 2 + 3 * 66 + 64]  # the last column's cell
+    expected = np.round(sample[0, 0].numpy() * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    assert np.abs(last.astype(int) - expected.astype(int)).max() <= 1

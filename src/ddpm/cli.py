@@ -114,7 +114,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .training.checkpoint import read_checkpoint
 
     sample = None
-    given = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance_scale": args.guidance_scale}
+    given = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance_scale": args.guidance_scale,
+             "grid": args.grid, "clip": args.clip}
     if any(v is not None for v in given.values()):
         sample = replace(read_checkpoint(args.run).config.sample, **{k: v for k, v in given.items() if v is not None})
     settings = EvalSettings(
@@ -136,6 +137,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
     if args.what == "forward":
         out = pictures.forward_picture(args.out or "forward.png", dataset=args.dataset, data_dir=args.data_dir,
+                                       download=args.download, cache_dir=args.cache_dir, image_size=args.image_size,
                                        num_images=args.n or 6, columns=args.columns, schedule=args.schedule,
                                        timesteps=args.timesteps, seed=args.seed)
         print(f"wrote {out}")
@@ -149,6 +151,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
         if args.what == "reverse":
             anim, still = pictures.reverse_picture(args.run, args.out or "reverse.gif", still=args.still,
                                                    num_images=args.n or 8, sampler=args.sampler, steps=args.steps,
+                                                   eta=args.eta, guidance_scale=args.guidance_scale,
                                                    classes=args.cls, seed=args.seed, device=args.device,
                                                    columns=args.columns)
             print(f"wrote {anim}" + (f" and {still}" if still else ""))
@@ -219,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int)
     ev.add_argument("--eta", type=float)
     ev.add_argument("--guidance-scale", type=float)
+    ev.add_argument("--grid")
+    ev.add_argument("--clip")
     ev.add_argument("--cache-dir", metavar="DIR", help="classifier and statistics cache (default ~/.cache/torch-ddpm/eval)")
     ev.add_argument("--no-ema", action="store_true")
     ev.add_argument("--device", default="auto")
@@ -236,11 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--columns", type=int, default=10, help="timesteps (forward, reverse still) or points (interpolate)")
     viz.add_argument("--dataset", default="digits", help="forward: the data set")
     viz.add_argument("--data-dir")
+    viz.add_argument("--download", action="store_true", help="forward: fetch the data set if missing")
+    viz.add_argument("--cache-dir", help="forward: where downloads go (default ~/.cache/torch-ddpm)")
+    viz.add_argument("--image-size", type=int, help="forward: resize (required for folder:PATH)")
     viz.add_argument("--schedule", default="linear", help="forward: the beta schedule")
     viz.add_argument("--timesteps", type=int, default=1000)
     viz.add_argument("--zero-terminal-snr", action="store_true", help="schedules: rescale to zero terminal SNR")
     viz.add_argument("--sampler")
     viz.add_argument("--steps", type=int)
+    viz.add_argument("--eta", type=float, help="reverse: DDIM noise")
+    viz.add_argument("--guidance-scale", type=float, help="reverse: classifier-free guidance w")
     viz.add_argument("--class", dest="cls", type=int, action="append", metavar="N")
     viz.add_argument("--seed", type=int, default=0)
     viz.add_argument("--device", default="auto")
@@ -258,6 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except DDPMError as err:
         print(f"ddpm: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # torch.OutOfMemoryError is one; CPU and MPS allocators say so in words
+        text = str(err)
+        if "out of memory" not in text and "can't allocate memory" not in text:
+            raise
+        print("ddpm: error: out of memory; lower --batch-size (or --num-samples), or use a smaller model", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a read-only directory, a missing permission
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""

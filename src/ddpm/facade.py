@@ -6,7 +6,8 @@ library works in [-1, 1].
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,17 @@ from .sampling import sample as run_sampler
 from .sampling.guidance import guided_model_fn
 from .sampling.common import Callback, ModelFn
 from .schedules import Schedule, get_schedule
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode (dropout off) and restore its mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def normalize(images: Tensor) -> Tensor:
@@ -231,9 +243,11 @@ class GaussianDiffusion(nn.Module):
         or another name of :data:`ddpm.sampling.SAMPLERS` (default: ancestral, or ddim when
         ``sampling_timesteps`` < T, as in lucidrains' package); ``steps`` model evaluations
         (default: ``sampling_timesteps`` if given, else :data:`DEFAULT_STEPS` of the sampler) on
-        the timestep ``grid`` (default: the sampler's best). With a class-conditional model, ``classes`` (one label or one per image)
-        and ``guidance_scale`` (classifier-free guidance; 1 = plain conditional) choose what to
-        draw. ``return_all_timesteps`` returns [B, steps + 1, C, H, W] from x_T to x_0.
+        the timestep ``grid`` (default: the sampler's best). With a class-conditional model,
+        ``classes`` (one label or one per image) and ``guidance_scale`` (classifier-free guidance;
+        1 = plain conditional) choose what to draw. ``return_all_timesteps`` returns [B, steps + 1, C, H, W] from x_T to x_0.
+        ``callback(i, x_t, pred_x0)`` sees the library's internal tensors, in [-1, 1]. The network
+        runs in eval mode (no dropout) whatever mode the module is in.
         """
         device = self.device
         labels = self.check_classes(classes, batch_size, device)
@@ -258,20 +272,21 @@ class GaussianDiffusion(nn.Module):
         if steps is None:
             steps = self.sampling_timesteps if self._steps_given else DEFAULT_STEPS.get(sampler)
             steps = min(steps or self.num_timesteps, self.num_timesteps)
-        x0 = run_sampler(
-            sampler,
-            model_fn,
-            x_T,
-            self.schedule_on(device),
-            steps,
-            eta=eta,
-            grid=grid,
-            objective=self.objective,
-            variance_type=self.variance_type,
-            clip=clip,
-            generator=generator,
-            callback=record if return_all_timesteps else callback,
-        )
+        with eval_mode(self):  # no dropout: the same generator gives the same images
+            x0 = run_sampler(
+                sampler,
+                model_fn,
+                x_T,
+                self.schedule_on(device),
+                steps,
+                eta=eta,
+                grid=grid,
+                objective=self.objective,
+                variance_type=self.variance_type,
+                clip=clip,
+                generator=generator,
+                callback=record if return_all_timesteps else callback,
+            )
         out = torch.stack(frames + [x0], dim=1) if return_all_timesteps else x0
         return unnormalize(out) if self.auto_normalize else out
 
@@ -279,9 +294,7 @@ class GaussianDiffusion(nn.Module):
         """The variational bound of 8-bit ``images`` [B, C, H, W] in [0, 1], in bits/dim."""
         self._check_images(images)
         x0 = normalize(images) if self.auto_normalize else images
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return bits_per_dim(
                 self.model_fn(self.check_classes(classes, images.shape[0], x0.device)),
                 self.schedule_on(x0.device),
@@ -290,5 +303,3 @@ class GaussianDiffusion(nn.Module):
                 variance_type=self.variance_type,
                 generator=generator,
             )
-        finally:
-            self.train(was_training)

@@ -106,10 +106,18 @@ def sample_to_directory(
 ) -> Path:
     """Draw images from a trained run into ``out``: one PNG per image (``00007.png``, or
     ``00007_class3.png`` for a class-conditional model) and ``grid.png``. Settings not given
-    come from the run's own ``[sample]`` section."""
+    come from the run's own ``[sample]`` section. Everything is checked before ``out`` is made;
+    ``source`` naming ``model.safetensors`` or ``ema.safetensors`` picks those weights."""
+    from .training.validate import check_sample_settings
+
+    if Path(source).name in ("model.safetensors", "ema.safetensors"):  # the file named is the one used
+        use_ema = Path(source).name == "ema.safetensors"
     diffusion, ckpt = load_for_sampling(source, use_ema=use_ema, device=device)
     given = {"sampler": sampler, "steps": steps, "eta": eta, "grid": grid, "clip": clip, "guidance_scale": guidance_scale}
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
+    if num < 1 or batch_size < 1:
+        raise ConfigError(f"--n and --batch-size must be positive; got {num} and {batch_size}")
+    check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes))
     labels = None
     if diffusion.num_classes:
         labels = class_layout(num, diffusion.num_classes, classes, per_class)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,6 +23,7 @@ from .data import get_dataset
 from .errors import ConfigError
 from .fileio import atomic_write
 from .generate import class_layout, load_for_sampling
+from .training.validate import check_sample_settings
 from .schedules import SCHEDULES, get_schedule
 from .training.batches import derived_seed
 from .viz import denoising_frames, denoising_grid, forward_process_strip, save_animation, save_grid, schedule_plot, slerp
@@ -32,6 +34,8 @@ def forward_picture(
     *,
     dataset: str = "digits",
     data_dir: str | None = None,
+    download: bool = False,
+    cache_dir: str | None = None,
     image_size: int | None = None,
     num_images: int = 6,
     columns: int = 8,
@@ -44,7 +48,7 @@ def forward_picture(
     ``columns`` timesteps from 0 to T-1, one row per image."""
     if num_images < 1 or columns < 2:
         raise ConfigError(f"need at least one image and two columns; got {num_images} and {columns}")
-    data = get_dataset(dataset, data_dir=data_dir, image_size=image_size, log=log)
+    data = get_dataset(dataset, data_dir=data_dir, download=download, cache_dir=cache_dir, image_size=image_size, log=log)
     if data.labels is not None:
         first = {}
         for i, label in enumerate(data.labels.tolist()):
@@ -75,26 +79,49 @@ def reverse_picture(
     num_images: int = 8,
     sampler: str | None = None,
     steps: int | None = None,
+    eta: float | None = None,
+    guidance_scale: float | None = None,
     classes: Sequence[int] | None = None,
     seed: int = 0,
     device: str = "auto",
     columns: int = 10,
+    max_frames: int = 100,
 ) -> tuple[Path, Path | None]:
-    """An animation (GIF or WebP) of sampling: x_t on the left, the predicted x_0 on the right;
-    and, with ``still``, a grid whose rows are samples and whose columns are steps."""
+    """An animation (GIF or WebP) of sampling: x_t on the left, the predicted x_0 on the right,
+    ending on the sample itself; and, with ``still``, a grid whose rows are samples and whose
+    columns are steps. Settings not given are the run's own ``[sample]`` ones; at most
+    ``max_frames`` steps are kept (evenly spaced) so long samplers stay small."""
+    if Path(out).suffix.lower() not in (".gif", ".webp"):
+        raise ConfigError(f"the animation is a GIF or WebP; give a name ending in .gif or .webp, not {str(out)!r}")
     diffusion, ckpt = load_for_sampling(run, device=device)
-    settings = ckpt.config.sample
+    given = {"sampler": sampler, "steps": steps, "eta": eta, "guidance_scale": guidance_scale}
+    settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
+    check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes))
     history: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    total: list[int] = []
+
+    def keep(i: int, x: torch.Tensor, x0: torch.Tensor) -> None:
+        total.append(i)
+        history.append((i, x.float().cpu(), x0.float().cpu()))
+        if len(history) > 2 * max_frames:  # thin to every other recorded step, keeping the first
+            del history[1::2]
+
     g = torch.Generator(device=diffusion.device).manual_seed(derived_seed(seed, 3))
-    diffusion.sample(
+    final = diffusion.sample(
         num_images,
-        sampler=sampler or settings.sampler,
-        steps=steps or settings.steps or None,
+        sampler=settings.sampler,
+        steps=settings.steps or None,
+        eta=settings.eta,
+        grid=settings.grid or None,
+        clip=settings.clip,
+        guidance_scale=settings.guidance_scale,
         classes=_labels_for(diffusion, num_images, classes),
         generator=g,
-        callback=lambda i, x, x0: history.append((i, x.float().cpu(), x0.float().cpu())),
+        callback=keep,
     )
-    frames = denoising_frames(history)
+    sample = final.float().cpu() * 2 - 1  # back to [-1, 1], as the callback's tensors are
+    history.append((len(total), sample, sample))  # the last frame is the result
+    frames = denoising_frames(history, total_steps=len(total) + 1)
     path = save_animation(frames, out, duration_ms=max(30, 3000 // len(frames)))
     still_path = None
     if still is not None:

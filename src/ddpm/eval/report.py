@@ -25,6 +25,7 @@ from ..data import get_dataset
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
 from ..generate import class_layout, generate, load_for_sampling
+from ..training.validate import check_sample_settings
 from .classifier import classifier_accuracy, load_classifier, predict, save_classifier, train_classifier
 from .features import classifier_extractor, compute_statistics, inception_extractor, load_statistics, save_statistics
 from .inception import download_inception_weights
@@ -103,6 +104,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
     diffusion, ckpt = load_for_sampling(run, use_ema=settings.use_ema, device=settings.device)
     config, device = ckpt.config, diffusion.device
     sample = settings.sample or config.sample
+    check_sample_settings(sample, diffusion.schedule, bool(diffusion.num_classes))
     real = _load_split(config, "test", log)
     real_images = real.images.float() / 255.0
 

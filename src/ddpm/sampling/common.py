@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -13,13 +13,11 @@ from ..schedules import Schedule
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 """``model_fn(x_t [B, C, H, W], t [B]) -> output [B, C or 2C, H, W]`` with t in the training
-schedule's timesteps (floats are allowed for samplers that visit fractional times)."""
+schedule's integer timesteps, 0..T-1."""
 
 Callback = Callable[[int, Tensor, Tensor], None]
 """``callback(i, x_t, pred_x0)``: called once per step with the step index (0 = first step,
 the noisiest), the current sample and the model's prediction of x_0."""
-
-StepFn = Optional[Callback]
 
 
 def predict(

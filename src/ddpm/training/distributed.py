@@ -21,6 +21,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # we joined the process group, so we leave it
 
     @property
     def enabled(self) -> bool:
@@ -31,8 +32,9 @@ class Distributed:
         return self.rank == 0
 
     def device(self, device: torch.device) -> torch.device:
-        """One GPU per process on a multi-GPU machine: cuda:<local rank>."""
-        if self.enabled and device.type == "cuda" and device.index is None:
+        """One GPU per process on a multi-GPU machine: cuda:<local rank> (under torchrun a GPU index
+        given with --device would put every rank on the same GPU)."""
+        if self.enabled and device.type == "cuda":
             return torch.device("cuda", self.local_rank)
         return device
 
@@ -65,7 +67,7 @@ class Distributed:
         return box[0]
 
     def shutdown(self) -> None:
-        if self.enabled and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -76,12 +78,13 @@ def init_distributed(device: torch.device) -> Distributed:
     if not dist.is_available():
         raise ConfigError("this PyTorch build has no torch.distributed; run without torchrun")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend=backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     # torchrun's protocol names each process's GPU on its node in LOCAL_RANK
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    state = Distributed(rank=rank, world_size=world, local_rank=local_rank)
+    state = Distributed(rank=rank, world_size=world, local_rank=local_rank, owns_group=owns)
     if device.type == "cuda":
         torch.cuda.set_device(state.device(device))
     return state

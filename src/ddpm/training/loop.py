@@ -8,8 +8,6 @@ draw a sample grid from the EMA weights and write a checkpoint.
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -20,23 +18,24 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import RunConfig, to_toml
-from ..data import get_dataset
 from ..errors import CheckpointError, ConfigError, DDPMError
 from ..fileio import atomic_write_text
 from ..losses import draw_noise
-from .batches import BatchPlan
+from .batches import BatchPlan, derived_seed
 from .build import build_diffusion, build_unet, pick_device
 from .checkpoint import check_fit, list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint, weight_shapes
 from .distributed import Distributed, init_distributed
 from .ema import EMA
 from .reporting import Reporter
 from .run_dir import MetricsLog, RunLock, new_run_dir
+from .setup import StopRequest, check_resume, resolve_data
+from .validate import validate_config
 
 MAX_NONFINITE_IN_A_ROW = 5
 
 
 class TrainingInterrupted(DDPMError):
-    """Ctrl-C during training: a checkpoint was saved and the run can be resumed."""
+    """Ctrl-C or SIGTERM during training: the run stopped (after a checkpoint unless forced)."""
 
 
 @dataclass
@@ -49,43 +48,6 @@ class TrainResult:
     is_main: bool = True  # False on the other ranks of a torchrun job (they write nothing)
 
 
-def resolve_data(config: RunConfig, log: Callable[[str], None]):
-    """Load the training images and write what they imply (size, channels, classes) into the config."""
-    d = config.data
-    data = get_dataset(
-        d.dataset,
-        split="train",
-        data_dir=d.data_dir or None,
-        download=d.download,
-        cache_dir=d.cache_dir or None,
-        image_size=(d.image_size[0] if len(d.image_size) == 1 else tuple(d.image_size)) if d.image_size else None,
-        channels=d.channels or None,
-        class_labels=d.class_conditional,
-        log=log,
-    )
-    if d.class_conditional and data.labels is None:
-        raise ConfigError(f"--class-conditional needs class labels, and data set {d.dataset!r} has none")
-    resolved = replace(
-        d,
-        image_size=tuple(data.images.shape[-2:]),
-        channels=int(data.images.shape[1]),
-        num_classes=int(data.num_classes or 0) if d.class_conditional else 0,
-    )
-    return data, replace(config, data=resolved)
-
-
-def _check_resume_config(saved: RunConfig, wanted: RunConfig, source: Path) -> None:
-    """Only run-time settings may change on resume; the model, process and data must not."""
-    for section in ("model", "diffusion", "data"):
-        a, b = getattr(saved, section), getattr(wanted, section)
-        for name in a.__dataclass_fields__:
-            if getattr(a, name) != getattr(b, name) and not (section == "data" and name in ("data_dir", "cache_dir", "download")):
-                raise CheckpointError(
-                    f"the checkpoint in {source} was trained with {section}.{name} = {getattr(a, name)!r}, "
-                    f"not {getattr(b, name)!r}; resume with the run's own settings"
-                )
-
-
 def train(
     config: RunConfig,
     *,
@@ -95,39 +57,23 @@ def train(
     progress: bool | None = None,
 ) -> TrainResult:
     """Train a model as ``config`` says; with ``resume``, continue that run exactly."""
-    tc = config.train
-    device = pick_device(tc.device)
+    device = pick_device(config.train.device)
     dist = init_distributed(device)
     device = dist.device(device)
     say = log if dist.is_main else (lambda msg: None)
-    previous = _stop_on_sigterm()
     try:
-        return _train(config, dist, device, resume, overwrite, say, progress)
+        with StopRequest() as stop:
+            return _train(config, dist, device, resume, overwrite, say, progress, stop)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         dist.shutdown()
 
 
-def _stop_on_sigterm():
-    """Treat SIGTERM (a scheduler's or `kill`'s polite stop) like Ctrl-C: checkpoint, then exit."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
-def _train(config, dist: Distributed, device, resume, overwrite, log, progress) -> TrainResult:
-    tc = config.train
-    if tc.grad_accum < 1 or tc.max_steps < 0:
-        raise ConfigError("grad_accum must be at least 1 and max_steps at least 0")
+def _train(config, dist: Distributed, device, resume, overwrite, log, progress, stop) -> TrainResult:
     checkpoint = read_checkpoint(resume) if resume is not None else None
-    data, config = resolve_data(config, log)
+    data, config = resolve_data(config, dist, log)
+    validate_config(config)  # everything is checked before a directory is made or replaced
     if checkpoint is not None:
-        _check_resume_config(checkpoint.config, config, checkpoint.path)
+        check_resume(checkpoint.config, config, checkpoint)
         run_dir = checkpoint.path.parent.parent
     else:  # rank 0 makes the directory; the others learn its name
         made = new_run_dir(config.runs_dir, config.name, config.data.dataset, overwrite=overwrite) if dist.is_main else None
@@ -135,13 +81,21 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress) 
     config = replace(config, name=run_dir.name)
     lock = RunLock(run_dir).acquire() if dist.is_main else None
     try:
-        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress)
+        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> TrainResult:
+def _is_out_of_memory(err: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU and MPS allocators raise a RuntimeError saying so."""
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) -> TrainResult:
     tc = config.train
     if checkpoint is not None:
         with torch.device("meta"):  # check the weights against the config before allocating anything
@@ -168,8 +122,8 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
         nonfinite_total = int(state.get("nonfinite_skipped", 0))
-    torch.manual_seed(tc.seed + 1 + dist.rank + 7919 * step)  # dropout: per rank, per resume point
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else None
+    net = ddp if ddp is not None else model
     if tc.compile:
         net = torch.compile(net)
 
@@ -183,33 +137,39 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
     reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main)
     C, H, W = data.images.shape[1:]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
-    start_time, stop_reason, last_ckpt, start_step = time.monotonic(), "max_steps", None, step
+    start_time, stop_reason, start_step = time.monotonic(), "max_steps", step
+    last_ckpt = checkpoint.path if checkpoint is not None and dist.is_main else None
+    saved_step = step if checkpoint is not None else -1
     nonfinite_in_a_row = 0
 
     def checkpoint_now() -> Path | None:
-        if not dist.is_main:
-            return None
+        nonlocal saved_step
+        if not dist.is_main or saved_step == step:
+            return last_ckpt
         train_state = {
             "step": step,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "ema_updates": ema.updates,
             "nonfinite_skipped": nonfinite_total,
-            "torch_rng": torch.get_rng_state(),
         }
         try:
-            return save_checkpoint(run_dir, step, model_state=model.state_dict(), ema_state=ema.state_dict(),
+            path = save_checkpoint(run_dir, step, model_state=model.state_dict(), ema_state=ema.state_dict(),
                                    train_state=train_state, config=config, keep_last=tc.keep_last)
         except OSError as err:
-            reporter.close()
             raise CheckpointError(
                 f"could not write the checkpoint of step {step} in {run_dir / 'checkpoints'} "
                 f"({err.strerror or err}); earlier checkpoints are intact: free some space, then continue "
                 f"with ddpm train --resume {run_dir}"
             ) from None
+        saved_step = step
+        return path
 
     try:
         while step < tc.max_steps:
+            # dropout draws from the global generator: seeded per step and rank, so a resumed run
+            # draws what an uninterrupted one would (and the checkpoint needs no RNG state)
+            torch.manual_seed(derived_seed(tc.seed, 3, dist.rank, step))
             optimizer.zero_grad(set_to_none=True)
             loss_value = 0.0
             for micro in range(tc.grad_accum):
@@ -228,8 +188,9 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
                 labels = data.labels[idx].to(device) if config.data.class_conditional else None
                 if tc.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                sync = not dist.enabled or micro == tc.grad_accum - 1
-                with autocast, (net.no_sync() if not sync and isinstance(net, DistributedDataParallel) else nullcontext()):
+                # with accumulation, gradients are all-reduced once, after the last micro-batch
+                accumulate = ddp is not None and micro < tc.grad_accum - 1
+                with autocast, (ddp.no_sync() if accumulate else nullcontext()):
                     terms = diffusion.loss_terms((x + 1) / 2, labels, t=t, noise=noise, keep_labels=keep, network=net)
                     loss = terms.loss.mean() / tc.grad_accum
                     loss.backward()
@@ -261,40 +222,41 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress) -> Tra
                 reporter.samples(step, device)
             if tc.save_every and step % tc.save_every == 0 and step < tc.max_steps:
                 last_ckpt = checkpoint_now()
+            if dist.any_true(stop.requested, device):
+                stop_reason = "interrupted"
+                break
             if tc.max_minutes and dist.any_true(time.monotonic() - start_time > tc.max_minutes * 60, device):
                 stop_reason = "max_minutes"
                 break
-    except KeyboardInterrupt:
+        if stop_reason == "nonfinite":
+            good = list_checkpoints(run_dir)
+            where_good = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint had been written yet"
+            raise ConfigError(
+                f"training stopped at step {step}: {MAX_NONFINITE_IN_A_ROW} steps in a row had a non-finite loss or "
+                "gradient; likely causes: a learning rate too high (--lr), bf16 overflow (--no-bf16), or bad data "
+                f"(NaN or constant images); {where_good}"
+            )
         last_ckpt = checkpoint_now()
-        reporter.close()
-        where = f"; checkpoint saved to {last_ckpt}" if last_ckpt else ""
-        raise TrainingInterrupted(
-            f"interrupted at step {step}{where}; continue with: ddpm train --resume {run_dir}"
-        ) from None
-    except torch.OutOfMemoryError:
+        if stop_reason == "interrupted":
+            where = f"; checkpoint saved to {last_ckpt}" if last_ckpt else ""
+            raise TrainingInterrupted(f"interrupted at step {step}{where}; continue with: ddpm train --resume {run_dir}")
+        reporter.samples(step, device)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, possibly mid-update, so write nothing
+        where = f"the last checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
+        raise TrainingInterrupted(f"stopped at once during step {step + 1}; {where}; continue with: "
+                                  f"ddpm train --resume {run_dir}") from None
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not _is_out_of_memory(err):
+            raise
         raise ConfigError(
             f"out of memory at step {step + 1} on {device} with batch size {tc.batch_size} and images of "
             f"{H}x{W}; lower --batch-size (keeping the effective batch with --grad-accum) or use --grad-checkpoint"
         ) from None
-    if stop_reason == "nonfinite":
+    finally:
         reporter.close()
-        good = list_checkpoints(run_dir)
-        where_good = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint had been written yet"
-        raise ConfigError(
-            f"training stopped at step {step}: {MAX_NONFINITE_IN_A_ROW} steps in a row had a non-finite loss or "
-            "gradient; likely causes: a learning rate too high (--lr), bf16 overflow (--no-bf16), or bad data "
-            f"(NaN or constant images); {where_good}"
-        )
-    if step > start_step or checkpoint is None:
-        last_ckpt = checkpoint_now()
-    else:  # nothing new since the checkpoint we resumed from: keep it rather than rewrite it
-        last_ckpt = checkpoint.path if dist.is_main else None
-    reporter.samples(step, device)
-    reporter.close()
     elapsed = time.monotonic() - start_time
     if dist.is_main:
         why = {"max_steps": "reached max_steps", "max_minutes": "reached max_minutes"}[stop_reason]
         log(f"done: {why} at step {step} in {elapsed:.0f} s; run directory: {run_dir}")
     return TrainResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, last_loss=reporter.last_loss, elapsed_s=elapsed,
                        is_main=dist.is_main)
-

@@ -116,8 +116,11 @@ class Reporter:
     def plot_loss(self) -> None:
         rows = self.metrics.rows if self.metrics is not None else []
         if rows:
-            line_plot({"loss": ([r["step"] for r in rows], [r["loss"] for r in rows])}, self.run_dir / "loss.png",
-                      title="training loss", xlabel="step", ylabel="loss", logy=True)
+            losses = [r["loss"] for r in rows]
+            # a log axis, unless a loss is not positive (a learned variance's bound term can make it so)
+            logy = all(v > 0 for v in losses if v == v)
+            line_plot({"loss": ([r["step"] for r in rows], losses)}, self.run_dir / "loss.png",
+                      title="training loss", xlabel="step", ylabel="loss", logy=logy)
 
     def close(self) -> None:
         self.bar.close()

@@ -1,0 +1,105 @@
+"""What a run needs before its first step: its data (and what the data implies for the config),
+a check that a resumed run is the same run, and a polite way to stop."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ..config import RunConfig
+from ..data import ImageDataset, get_dataset
+from ..errors import CheckpointError, ConfigError
+from .checkpoint import Checkpoint, list_checkpoints
+from .distributed import Distributed
+
+RESUME_MAY_CHANGE = {("data", "data_dir"), ("data", "cache_dir"), ("data", "download"), ("model", "grad_checkpoint")}
+"""Settings that do not change what is trained (where files are, how memory is spent)."""
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve()) if path else path
+
+
+def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None]) -> tuple[ImageDataset, RunConfig]:
+    """Load the training images and write what they imply (size, channels, classes) into the
+    config, with paths made absolute so that a resumed run reads the same files from anywhere."""
+    d = config.data
+    dataset = d.dataset
+    if dataset.startswith("folder:"):
+        dataset = "folder:" + _absolute(dataset[len("folder:"):])
+    d = replace(d, dataset=dataset, data_dir=_absolute(d.data_dir), cache_dir=_absolute(d.cache_dir))
+
+    def load() -> ImageDataset:
+        return get_dataset(
+            d.dataset,
+            split="train",
+            data_dir=d.data_dir or None,
+            download=d.download,
+            cache_dir=d.cache_dir or None,
+            image_size=(d.image_size[0] if len(d.image_size) == 1 else tuple(d.image_size)) if d.image_size else None,
+            channels=d.channels or None,
+            class_labels=d.class_conditional,
+            log=log,
+        )
+
+    if dist.enabled and d.download:  # rank 0 downloads; the others read what it fetched
+        data = load() if dist.is_main else None
+        dist.barrier()
+        data = data if data is not None else load()
+    else:
+        data = load()
+    if d.class_conditional and data.labels is None:
+        raise ConfigError(f"--class-conditional needs class labels, and data set {d.dataset!r} has none")
+    d = replace(
+        d,
+        image_size=tuple(data.images.shape[-2:]),
+        channels=int(data.images.shape[1]),
+        num_classes=int(data.num_classes or 0) if d.class_conditional else 0,
+    )
+    return data, replace(config, data=d)
+
+
+def check_resume(saved: RunConfig, wanted: RunConfig, checkpoint: Checkpoint) -> None:
+    """Only run-time settings may change on resume; the model, the process and the data must
+    not; and the run must continue from its latest checkpoint."""
+    for section in ("model", "diffusion", "data"):
+        a, b = getattr(saved, section), getattr(wanted, section)
+        for name in a.__dataclass_fields__:
+            if getattr(a, name) != getattr(b, name) and (section, name) not in RESUME_MAY_CHANGE:
+                raise CheckpointError(
+                    f"the checkpoint in {checkpoint.path} was trained with {section}.{name} = {getattr(a, name)!r}, "
+                    f"not {getattr(b, name)!r}; resume with the run's own settings"
+                )
+    latest = list_checkpoints(checkpoint.path.parent.parent)
+    if latest and latest[-1] != checkpoint.path:
+        raise CheckpointError(
+            f"{checkpoint.path} is not the run's latest checkpoint ({latest[-1].name}); resuming from it would "
+            "mix two histories in one run: resume the run itself, or copy that checkpoint into a new run directory"
+        )
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM asks training to stop at the end of the current step, after a
+    checkpoint; a second Ctrl-C stops at once (without one). Only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,68 @@
+"""Every setting of a run checked before anything is created, deleted or trained.
+
+A bad value is found in seconds, as one sentence, rather than after hours of training (a bad
+sampler setting would otherwise surface at the first sample grid) or after ``--overwrite`` has
+removed the run it was meant to replace.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import RunConfig, SampleConfig
+from ..diffusion import clip_x0
+from ..errors import ConfigError
+from ..sampling import DEFAULT_GRIDS, DEFAULT_STEPS, get_sampler, get_timesteps
+from ..schedules import Schedule
+from .build import build_diffusion, build_unet
+
+
+def _at_least(name: str, value: float, low: float, strict: bool = False) -> None:
+    if value < low or (strict and value == low):
+        bound = f"greater than {low:g}" if strict else f"at least {low:g}"
+        raise ConfigError(f"--{name.replace('_', '-')} must be {bound}; got {value:g}")
+
+
+def validate_config(config: RunConfig) -> None:
+    """Raise a ConfigError naming the first setting that cannot work (the data section must
+    already hold the data set's size, channels and classes)."""
+    tc, dc, sc = config.train, config.diffusion, config.sample
+    for name in ("batch_size", "grad_accum", "log_every", "num_samples", "keep_last"):
+        _at_least(name, getattr(tc, name), 1)
+    for name in ("max_steps", "warmup_steps", "sample_every", "save_every", "max_minutes", "weight_decay", "grad_clip"):
+        _at_least(name, getattr(tc, name), 0)
+    _at_least("lr", tc.lr, 0, strict=True)
+    if not 0.0 <= tc.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must lie in [0, 1); got {tc.ema_decay:g}")
+    for name in ("min_snr_gamma", "offset_noise_strength", "vlb_weight"):
+        _at_least(name, getattr(dc, name), 0)
+    if not 0.0 <= dc.p_uncond <= 1.0:
+        raise ConfigError(f"--p-uncond must be a probability in [0, 1]; got {dc.p_uncond:g}")
+    m = config.model
+    for name in ("attn_heads", "attn_dim_head"):
+        _at_least(name, getattr(m, name), 1)
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"--dropout must lie in [0, 1); got {m.dropout:g}")
+
+    # the network (on the meta device: nothing allocated) and the diffusion around it
+    with torch.device("meta"):
+        unet = build_unet(config)
+    diffusion = build_diffusion(config, unet)
+
+    # the sampler settings used for the grids drawn during training
+    check_sample_settings(config.sample, diffusion.schedule, config.data.class_conditional)
+
+
+def check_sample_settings(sc: SampleConfig, schedule: Schedule, class_conditional: bool) -> None:
+    """Raise a ConfigError unless the sampler, steps, grid, clip, eta and guidance go together."""
+    get_sampler(sc.sampler)
+    T = schedule.num_timesteps
+    steps = sc.steps or min(DEFAULT_STEPS[sc.sampler] or T, T)
+    get_timesteps(sc.grid or DEFAULT_GRIDS[sc.sampler], schedule, steps)
+    clip_x0(torch.zeros(1), sc.clip)
+    if sc.eta != 0 and sc.sampler != "ddim":
+        raise ConfigError(f"--eta applies only to the ddim sampler, not to {sc.sampler}")
+    if not 0.0 <= sc.eta <= 1.0:
+        raise ConfigError(f"--eta must lie between 0 and 1; got {sc.eta:g}")
+    if sc.guidance_scale != 1.0 and not class_conditional:
+        raise ConfigError("--guidance-scale needs a class-conditional run (--class-conditional)")
