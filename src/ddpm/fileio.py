@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -52,3 +57,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+STILL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_format(path: str | Path, formats: dict[str, str]) -> str:
+    """Pillow's format name for ``path``'s suffix, from ``formats``; a ConfigError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise ConfigError(f"cannot tell the format of {str(path)!r}; use a name ending in {', '.join(formats)}")
+    return formats[suffix]
+
+
+def save_still(image: "Image.Image", path: str | Path) -> Path:
+    """Write a Pillow image atomically, in the format its name says (WebP losslessly)."""
+    fmt = image_format(path, STILL_FORMATS)
+    if fmt == "JPEG":
+        return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, quality=95))
+    if fmt == "WEBP":  # lossless, so the saved pixels are the pixels we drew
+        return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, lossless=True))
+    return atomic_write(path, lambda tmp: image.save(tmp, format=fmt))

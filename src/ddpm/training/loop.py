@@ -137,7 +137,7 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
     reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main)
     C, H, W = data.images.shape[1:]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
-    start_time, stop_reason, start_step = time.monotonic(), "max_steps", step
+    start_time, stop_reason = time.monotonic(), "max_steps"
     last_ckpt = checkpoint.path if checkpoint is not None and dist.is_main else None
     saved_step = step if checkpoint is not None else -1
     nonfinite_in_a_row = 0

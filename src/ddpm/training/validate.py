@@ -26,7 +26,7 @@ def _at_least(name: str, value: float, low: float, strict: bool = False) -> None
 def validate_config(config: RunConfig) -> None:
     """Raise a ConfigError naming the first setting that cannot work (the data section must
     already hold the data set's size, channels and classes)."""
-    tc, dc, sc = config.train, config.diffusion, config.sample
+    tc, dc = config.train, config.diffusion
     for name in ("batch_size", "grad_accum", "log_every", "num_samples", "keep_last"):
         _at_least(name, getattr(tc, name), 1)
     for name in ("max_steps", "warmup_steps", "sample_every", "save_every", "max_minutes", "weight_decay", "grad_clip"):
