@@ -51,28 +51,52 @@ class ResBlock(nn.Module):
         return h + self.skip(x)
 
 
+ATTENTION_IMPLS = ("auto", "sdpa", "math")
+
+CPU_MATH_ATTENTION_MAX_TOKENS = 512
+"""On a CPU with bf16/fp16 activations, sequences up to this many positions use two plain
+matrix products: PyTorch's fused CPU kernel took 1.3-4x longer there (16 to 256 positions,
+forward + backward; benchmarks/README.md) and wins only from about 784 positions (28x28)."""
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over the H*W positions, [B, C, H, W] -> same, residual.
 
-    The attention itself is ``F.scaled_dot_product_attention``, which picks a fused (flash or
-    memory-efficient) kernel where the device has one.
+    softmax(q k^T / sqrt(d)) v (Vaswani et al. eq. 1). ``impl`` picks how: ``sdpa`` calls
+    ``F.scaled_dot_product_attention`` (fused flash or memory-efficient kernels where the device
+    has them), ``math`` writes the two matrix products out, and ``auto`` (the default) takes
+    ``sdpa`` except for short bf16/fp16 sequences on a CPU, where ``math`` is faster.
     """
 
-    def __init__(self, channels: int, *, heads: int = 4, dim_head: int = 32, groups: int = 8):
+    def __init__(self, channels: int, *, heads: int = 4, dim_head: int = 32, groups: int = 8, impl: str = "auto"):
         super().__init__()
-        self.heads, self.dim_head = heads, dim_head
+        if impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"unknown attention implementation {impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
+        self.heads, self.dim_head, self.impl = heads, dim_head, impl
         inner = heads * dim_head
         self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * inner, 1, bias=False)
         self.out = zero_init(nn.Conv2d(inner, channels, 1))
 
+    def use_sdpa(self, qkv: Tensor) -> bool:
+        if self.impl != "auto":
+            return self.impl == "sdpa"
+        low_precision = qkv.dtype in (torch.bfloat16, torch.float16)
+        return qkv.device.type != "cpu" or not low_precision or qkv.shape[-1] > CPU_MATH_ATTENTION_MAX_TOKENS
+
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, self.dim_head, h * w).unbind(1)
-        # [B, heads, HW, dim_head] for SDPA
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        out = out.transpose(-1, -2).reshape(b, self.heads * self.dim_head, h, w)
-        return x + self.out(out)
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, self.dim_head, h * w)  # [B, 3, heads, d, N]
+        if self.use_sdpa(qkv):
+            # [B, heads, N, d] with unit stride in d: the fused kernels (CPU flash, CUDA flash and
+            # memory-efficient) need it; strided inputs fall back to the slower math kernel
+            q, k, v = qkv.transpose(-1, -2).contiguous().unbind(1)
+            out = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2)
+        else:
+            q, k, v = qkv.unbind(1)
+            weights = torch.einsum("bhdi,bhdj->bhij", q * self.dim_head**-0.5, k).softmax(dim=-1)
+            out = torch.einsum("bhij,bhdj->bhdi", weights, v)
+        return x + self.out(out.reshape(b, self.heads * self.dim_head, h, w))
 
 
 class Downsample(nn.Module):
@@ -102,4 +126,4 @@ def run_block(block: nn.Module, x: Tensor, emb: Tensor) -> Tensor:
     return block(x, emb) if isinstance(block, ResBlock) else block(x)
 
 
-__all__ = ["Attention", "Downsample", "ResBlock", "Upsample", "group_norm", "run_block", "zero_init"]
+__all__ = ["ATTENTION_IMPLS", "Attention", "CPU_MATH_ATTENTION_MAX_TOKENS", "Downsample", "ResBlock", "Upsample", "group_norm", "run_block", "zero_init"]

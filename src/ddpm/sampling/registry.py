@@ -13,7 +13,7 @@ without clipping. Lower is better; * = the default:
     dpm++2m     0.184    0.233     0.251     0.108    0.053  *0.035
     dpm++3m     0.259    0.225     0.329     0.130    0.147  *0.092
 
-(``sample_ancestral`` itself keeps its historical default, uniform; :func:`sample` uses the table.)
+(Each sampler function's own ``grid`` default is the same entry, so calling it directly agrees.)
 """
 
 from __future__ import annotations
