@@ -55,10 +55,35 @@ def test_bad_config_files_get_one_sentence(tmp_path, text, message):
 def test_bad_overrides():
     with pytest.raises(ConfigError, match="--max-steps must be an integer; got 'lots'"):
         apply_overrides(RunConfig(), {"max_steps": "lots"})
-    with pytest.raises(ConfigError, match="--bf16 must be true or false; got 'maybe'"):
+    with pytest.raises(ConfigError, match="--bf16 must be true, false or 'auto'; got 'maybe'"):
         apply_overrides(RunConfig(), {"bf16": "maybe"})
     with pytest.raises(ConfigError, match="unknown config field 'speed'"):
         apply_overrides(RunConfig(), {"speed": "1"})
+
+
+def test_bf16_is_true_false_or_auto_in_toml_json_and_on_the_command_line(tmp_path):
+    from ddpm.cli import build_parser, config_overrides
+
+    assert RunConfig().train.bf16 is None  # auto: decided by the device (ddpm.training.build.use_bf16)
+    assert "bf16 = \"auto\"" in to_toml(RunConfig()) and to_dict(RunConfig())["train"]["bf16"] == "auto"
+    for text, want in (('"auto"', None), ("true", True), ("false", False)):
+        path = tmp_path / "c.toml"
+        path.write_text(f"[train]\nbf16 = {text}\n")
+        config = load_toml(path)
+        assert config.train.bf16 is want
+        assert from_dict(to_dict(config)).train.bf16 is want  # the JSON in a checkpoint
+        path.write_text(to_toml(config))
+        assert load_toml(path).train.bf16 is want
+    for bad in ('"yes"', "1"):
+        (tmp_path / "bad.toml").write_text(f"[train]\nbf16 = {bad}\n")
+        with pytest.raises(ConfigError, match=r"train.bf16 in .* must be true, false or 'auto'; got"):
+            load_toml(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="--compile must be true or false; got 'auto'"):  # plain switches have no auto
+        apply_overrides(RunConfig(), {"compile": "auto"})
+    parser = build_parser()
+    for argv, want in ((["--bf16"], True), (["--no-bf16"], False), (["--bf16", "auto"], None), (["--bf16", "false"], False), ([], None)):
+        overrides = config_overrides(parser.parse_args(["train", *argv]))
+        assert apply_overrides(RunConfig(), overrides).train.bf16 is want, argv
 
 
 def test_overrides_leave_the_original_alone():

@@ -165,3 +165,22 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_clearly(tmp_path, m
     run = tmp_path / "runs" / "full"
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000004"]
     assert read_checkpoint(run).step == 4
+
+
+def test_bf16_auto_follows_the_device_and_the_optimizer_is_fused_on_a_cpu(tmp_path, monkeypatch):
+    import ddpm.training.build as build
+
+    runs = {}
+    for name, fast, setting in (("auto-fast", True, "auto"), ("auto-slow", False, "auto"), ("off", True, "false"), ("on", False, "true")):
+        monkeypatch.setattr(build, "bf16_is_fast", lambda device, fast=fast: fast)
+        lines = []
+        result = train(tiny(tmp_path, name=name, max_steps=4, bf16=setting), log=lines.append, progress=False)
+        runs[name] = (any("bf16 autocast" in line for line in lines), _weights(result.run_dir))
+    assert {k: v[0] for k, v in runs.items()} == {"auto-fast": True, "auto-slow": False, "off": False, "on": True}
+    # the same numbers with the same precision, and different ones in bf16: autocast is really on or off
+    _assert_same(runs["auto-fast"][1][0], runs["on"][1][0])
+    _assert_same(runs["auto-slow"][1][0], runs["off"][1][0])
+    assert not torch.equal(runs["on"][1][0]["init_conv.weight"], runs["off"][1][0]["init_conv.weight"])
+    assert read_checkpoint(tmp_path / "runs" / "on").config.train.bf16 is True
+    assert read_checkpoint(tmp_path / "runs" / "auto-fast").config.train.bf16 is None  # saved as "auto"
+    assert runs["off"][1][2]["optimizer"]["param_groups"][0]["fused"] is True

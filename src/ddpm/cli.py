@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import RunConfig, apply_overrides, field_index, load_toml, option_help
+from .config import AUTO, RunConfig, apply_overrides, field_index, is_auto_bool, load_toml, option_help
 from .errors import ConfigError, DDPMError
 
 NOT_GIVEN = None
@@ -32,6 +32,10 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         if tp is bool:
             group.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=NOT_GIVEN,
                                help=option_help(name))
+        elif is_auto_bool(tp):  # --bf16 (on), --bf16 auto, --no-bf16
+            group.add_argument(flag, dest=f"cfg_{name}", nargs="?", const="true", metavar=f"{AUTO}|true|false", default=NOT_GIVEN,
+                               help=option_help(name) + f"; {flag} alone: true, --no-{flag[2:]}: false")
+            group.add_argument("--no-" + flag[2:], dest=f"cfg_{name}", action="store_const", const="false", help=argparse.SUPPRESS)
         else:
             meta = "A,B,..." if typing.get_origin(tp) is tuple else tp.__name__.upper()
             group.add_argument(flag, dest=f"cfg_{name}", metavar=meta, default=NOT_GIVEN, help=option_help(name))

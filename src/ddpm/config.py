@@ -85,7 +85,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # 0: no time limit
     seed: int = 0
     device: str = "auto"  # auto picks cuda, then mps, then cpu
-    bf16: bool = False
+    bf16: bool | None = None  # None ("auto"): on with CUDA and with CPUs that have AVX512-BF16 or AMX
     compile: bool = False
     channels_last: bool = False
     log_every: int = 100
@@ -142,7 +142,19 @@ def field_index(cls: type = RunConfig) -> dict[str, tuple[str | None, dataclasse
     return index
 
 
+AUTO = "auto"
+"""How an automatic ``bool | None`` field (None: decided at run time) is written in TOML and on
+the command line."""
+
+
+def is_auto_bool(tp: Any) -> bool:
+    """True for ``bool | None``: a switch that may also be left to the run ("auto")."""
+    return get_origin(tp) in (Union, types.UnionType) and set(get_args(tp)) == {bool, type(None)}
+
+
 def _describe(tp: Any) -> str:
+    if is_auto_bool(tp):
+        return f"true, false or {AUTO!r}"
     if get_origin(tp) is tuple:
         item = get_args(tp)[0]
         return "a list of " + {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}[item]
@@ -152,8 +164,14 @@ def _describe(tp: Any) -> str:
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check a TOML/JSON value against a field type, converting lists to tuples and ints to floats."""
     origin = get_origin(tp)
+    if is_auto_bool(tp):
+        if isinstance(value, bool):
+            return value
+        if value == AUTO:
+            return None
+        raise ConfigError(f"{where} must be {_describe(tp)}; got {value!r}")
     if origin in (Union, types.UnionType):
-        raise AssertionError("optional config fields are not used")  # pragma: no cover
+        raise AssertionError("the only optional config fields are bool | None")  # pragma: no cover
     if origin is tuple:
         if isinstance(value, (int, float)):  # a scalar is a list of one (image_size = 32)
             value = [value]
@@ -180,13 +198,15 @@ def parse_text(text: str, tp: Any, where: str) -> Any:
     if get_origin(tp) is tuple:
         parts = [p for p in text.replace(" ", "").split(",") if p]
         return tuple(parse_text(p, get_args(tp)[0], where) for p in parts)
-    if tp is bool:
+    if tp is bool or is_auto_bool(tp):
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes", "on"):
             return True
         if lowered in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"{where} must be true or false; got {text!r}")
+        if lowered == AUTO and tp is not bool:
+            return None
+        raise ConfigError(f"{where} must be {_describe(tp)}; got {text!r}")
     try:
         return tp(text) if tp in (int, float) else text
     except ValueError:
@@ -253,7 +273,7 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
     """Nested plain dict (lists for tuples), for JSON and TOML."""
 
     def plain(v: Any) -> Any:
-        return list(v) if isinstance(v, tuple) else v
+        return list(v) if isinstance(v, tuple) else AUTO if v is None else v
 
     out: dict[str, Any] = {"name": config.name, "runs_dir": config.runs_dir}
     for s in SECTIONS:
@@ -288,10 +308,13 @@ def option_help(name: str) -> str:
     default = getattr(RunConfig(), name) if section is None else getattr(getattr(RunConfig(), section), name)
     if isinstance(default, tuple):
         default = ",".join(str(v) for v in default) or "(empty)"
+    elif default is None:
+        default = AUTO
     return f"[{section or 'run'}] default: {default}"
 
 
 __all__ = [
+    "AUTO",
     "DataConfig",
     "DiffusionConfig",
     "ModelConfig",
@@ -301,6 +324,7 @@ __all__ = [
     "apply_overrides",
     "field_index",
     "from_dict",
+    "is_auto_bool",
     "load_toml",
     "to_dict",
     "to_toml",

@@ -31,6 +31,29 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up here: CUDA GPUs with bf16 support, and CPUs with
+    AVX512-BF16 or AMX instructions (1.2-1.6x on such a CPU, benchmarks/README.md). Elsewhere
+    (older CPUs, Apple MPS) it is emulated or unmeasured, and left off."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
+
+
+def use_bf16(setting: bool | None, device: torch.device) -> bool:
+    """The ``bf16`` setting on ``device``: true or false as given; None ("auto") where it is fast."""
+    return bf16_is_fast(device) if setting is None else setting
+
+
+def adamw_kernel(device: torch.device) -> dict[str, bool]:
+    """AdamW's fastest implementation on ``device``: the fused kernel on CUDA and CPUs (3.3x the
+    foreach one for the seed network on a CPU, benchmarks/README.md), foreach elsewhere."""
+    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+
+
 def image_size_of(config: RunConfig) -> tuple[int, int]:
     size = config.data.image_size
     if len(size) == 1:

@@ -22,7 +22,7 @@ from ..errors import CheckpointError, ConfigError, DDPMError
 from ..fileio import atomic_write_text
 from ..losses import draw_noise
 from .batches import BatchPlan, derived_seed
-from .build import build_diffusion, build_unet, pick_device
+from .build import adamw_kernel, build_diffusion, build_unet, pick_device, use_bf16
 from .checkpoint import check_fit, list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint, weight_shapes
 from .distributed import Distributed, init_distributed
 from .ema import EMA
@@ -108,9 +108,7 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, **({"fused": True} if device.type == "cuda" else {"foreach": True})
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, **adamw_kernel(device))
     warmup = max(tc.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     step = nonfinite_total = 0
@@ -127,16 +125,18 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
     if tc.compile:
         net = torch.compile(net)
 
+    bf16 = use_bf16(tc.bf16, device)
     plan = BatchPlan(len(data), tc.batch_size, dist.world_size, dist.rank, tc.seed)
     if dist.is_main:
         atomic_write_text(run_dir / "config.toml", to_toml(config))
-        log(f"training on {len(data)} images of {data.name} ({device}, {sum(p.numel() for p in model.parameters()):,} parameters); run directory: {run_dir}")
+        log(f"training on {len(data)} images of {data.name} ({device}{', bf16 autocast' if bf16 else ''}, "
+            f"{sum(p.numel() for p in model.parameters()):,} parameters); run directory: {run_dir}")
         if dist.enabled:
             log(f"{dist.world_size} processes, global batch {plan.global_batch}")
     metrics = MetricsLog(run_dir / "metrics.csv", resume_step=step) if dist.is_main else None
     reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main)
     C, H, W = data.images.shape[1:]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     start_time, stop_reason = time.monotonic(), "max_steps"
     last_ckpt = checkpoint.path if checkpoint is not None and dist.is_main else None
     saved_step = step if checkpoint is not None else -1
