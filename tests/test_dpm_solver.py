@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ddpm.analytic import gaussian_model
-from ddpm.sampling import get_timesteps, sample_dpmpp_2m, sample_dpmpp_3m
+from ddpm.sampling import get_timesteps, sample_ddim, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
 from ddpm.sampling.ddim import ddim_coefficients
-from ddpm.sampling.dpm_solver import multistep_coefficients
+from ddpm.sampling.dpm_solver import _multistep, multistep_coefficients, sde_coefficients
 from ddpm.schedules import get_schedule
 
 
@@ -92,3 +92,59 @@ def test_convergence_orders():
         assert 3.3 < a / b < 5.0
     for a, b in zip(e3, e3[1:]):
         assert a / b > 9.0
+
+
+def test_first_order_sde_steps_are_the_ddpm_posterior():
+    """SDE-DPM-Solver++ at first order is q(x_t | x_s, x0_hat) of the respaced chain: DDIM with
+    eta = 1 (mean and standard deviation of the noise)."""
+    ab = _visited("cosine", 12)
+    for i, (c_x, c_m, c_z) in enumerate(sde_coefficients(ab, 1)[:-1]):
+        c_x0, c_eps, sigma = ddim_coefficients(ab[i], ab[i + 1], 1.0)
+        assert c_x == pytest.approx(c_eps / math.sqrt(1 - ab[i]), rel=1e-10)
+        assert c_m == pytest.approx((c_x0 - c_eps * math.sqrt(ab[i]) / math.sqrt(1 - ab[i]),), rel=1e-10)
+        assert c_z == pytest.approx(sigma, rel=1e-10)
+    c_x, c_m, c_z = sde_coefficients(ab, 2)[-1]  # the last step returns x0_hat
+    assert (c_x, c_m, c_z) == (0.0, (1.0,), 0.0)
+
+
+def test_first_order_sde_sampler_equals_ddim_with_eta_one():
+    s = get_schedule("linear", 1000)
+    model = gaussian_model(s, 0.3, 0.2)
+    x_T = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ddim = sample_ddim(model, x_T, s, 15, grid="logsnr", eta=1.0, clip=None, generator=torch.Generator().manual_seed(1))
+    sde = _multistep(1, model, x_T, s, 15, "logsnr", "pred_noise", "fixed_small", None, None, True,
+                     torch.Generator().manual_seed(1), stochastic=True)
+    torch.testing.assert_close(sde, ddim, rtol=1e-9, atol=1e-9)
+
+
+def test_second_order_sde_steps_are_exact_for_constants_and_third_order_locally():
+    """Against the mean of the SDE's exact solution, x_t = (sigma_t / sigma_s) e^-h x_s +
+    2 alpha_t int_{lambda_s}^{lambda_t} e^{-2 (lambda_t - lambda)} x0_hat(lambda) dlambda: exact
+    for a constant x0_hat; for a linear one the local error falls like h^3 (second order)."""
+
+    def step_error(h: float, slope: float) -> float:
+        lam = [-0.5 - h, -0.5, -0.5 + h]  # previous, current, next: even steps in lambda
+        ab = [1 / (1 + math.exp(-2 * v)) for v in lam]  # lambda = log(alpha / sigma)
+        c_x, c_m, c_z = sde_coefficients(ab[:2] + [ab[2], 0.9999], 2)[1]  # step 1 goes lam[1] -> lam[2]
+        x0 = lambda v: 0.7 + slope * (v - lam[1])
+        got = c_m[0] * x0(lam[1]) + c_m[1] * x0(lam[0])
+        u = np.linspace(lam[1], lam[2], 20001)
+        f = 2 * math.sqrt(ab[2]) * np.exp(-2 * (lam[2] - u)) * x0(u)
+        exact = float(np.sum((f[1:] + f[:-1]) / 2 * np.diff(u)))  # trapezoid, error ~1e-10
+        assert c_x == pytest.approx(math.sqrt((1 - ab[2]) / (1 - ab[1])) * math.exp(-h), rel=1e-12)
+        assert c_z == pytest.approx(math.sqrt((1 - ab[2]) * -math.expm1(-2 * h)), rel=1e-12)
+        return abs(got - exact)
+
+    assert step_error(0.2, 0.0) < 1e-9
+    errors = [step_error(h, 1.0) for h in (0.2, 0.1, 0.05)]
+    assert errors[0] > 1e-4  # not exact for a slope: a real test of the order
+    for a, b in zip(errors, errors[1:]):
+        assert 7.0 < a / b < 9.0
+
+
+def test_sde_sampler_is_stochastic_and_seeded():
+    s = get_schedule("cosine", 1000)
+    model = gaussian_model(s, 0.3, 0.2)
+    x_T = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    run = lambda seed: sample_dpmpp_2m_sde(model, x_T, s, 10, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(1), run(1)) and not torch.allclose(run(1), run(2))

@@ -13,6 +13,15 @@ Expanding x0_hat in a Taylor series around lambda_s and integrating term by term
 with phi_1 = expm1(-h), phi_2 = phi_1 / h + 1, phi_3 = phi_2 / h - 1/2; the multistep methods
 estimate the derivatives from earlier predictions. Every coefficient depends only on the grid,
 so the whole table is computed in Python floats before the loop.
+
+SDE-DPM-Solver++(2M) (Lu et al. 2022, section 5 and appendix) solves the reverse SDE instead,
+which adds fresh noise each step and so corrects part of the network's error, as ancestral
+sampling does, where the ODE carries it to the end:
+
+    x_t = (sigma_t / sigma_s) e^-h x_s + alpha_t (1 - e^-2h) D + sigma_t sqrt(1 - e^-2h) z,
+
+with D = x0_hat_s first order (then exactly the DDPM posterior q(x_t | x_s, x0_hat) of the
+respaced chain, i.e. DDIM with eta = 1) and D = (1 + 1/2r) x0_s - 1/2r x0_prev second order.
 """
 
 from __future__ import annotations
@@ -91,6 +100,35 @@ def multistep_coefficients(
     return table
 
 
+def sde_coefficients(alpha_bars_visited: list[float], order: int = 2,
+                     lower_order_final: bool = True) -> list[tuple[float, tuple[float, ...], float]]:
+    """Per step i, (c_x, c_m, c_z) with x_{i+1} = c_x x_i + sum_j c_m[j] x0_hat_{i-j} + c_z z,
+    z ~ N(0, I), for SDE-DPM-Solver++ of order 1 or 2; the steps' orders follow the same rules as
+    :func:`multistep_coefficients`. The last step (to alpha_bar = 1) returns x0_hat, noiseless."""
+    if order not in (1, 2):
+        raise ValueError(f"SDE-DPM-Solver++ has orders 1 and 2; got {order}")
+    ab = list(alpha_bars_visited) + [1.0]
+    lam = [_half_log_snr(a) for a in ab]
+    n = len(alpha_bars_visited)
+    table = []
+    for i in range(n):
+        alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
+        h = lam[i + 1] - lam[i]
+        usable = sum(1 for j in range(i + 1) if lam[j] > -math.inf)
+        k = 1 if i == n - 1 else max(1, min(order, usable))
+        if lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
+            k = min(k, n - i)
+        keep = -math.expm1(-2.0 * h)  # 1 - e^-2h: the share of x_t that is new (data and noise)
+        c_x = sigma_t / math.sqrt(1.0 - ab[i]) * math.exp(-h)
+        if k == 1:
+            c_m: tuple[float, ...] = (alpha_t * keep,)
+        else:
+            r = (lam[i] - lam[i - 1]) / h
+            c_m = (alpha_t * keep * (1.0 + 0.5 / r), -alpha_t * keep * 0.5 / r)
+        table.append((c_x, c_m, sigma_t * math.sqrt(keep)))
+    return table
+
+
 def _multistep(
     order: int,
     model_fn: ModelFn,
@@ -103,14 +141,21 @@ def _multistep(
     clip: str | bool | None,
     callback: Callback | None,
     lower_order_final: bool,
+    generator: torch.Generator | None = None,
+    stochastic: bool = False,
 ) -> Tensor:
+    """The ODE solver of ``order`` or, with ``stochastic``, the SDE solver (noise from ``generator``)."""
     check_options(objective, variance_type, clip)
     ts = get_timesteps(grid, schedule, schedule.num_timesteps if steps is None else steps)[::-1]  # noisiest first
-    table = multistep_coefficients(alpha_bars(schedule, ts), order, lower_order_final)
+    ab = alpha_bars(schedule, ts)
+    if stochastic:
+        table = sde_coefficients(ab, order, lower_order_final)
+    else:
+        table = [(c_x, c_m, 0.0) for c_x, c_m in multistep_coefficients(ab, order, lower_order_final)]
     learned = variance_type == "learned_range"
     history: list[Tensor] = []  # x0_hat of the latest steps, newest first
     x = x_T
-    for i, (t_i, (c_x, c_m)) in enumerate(zip(ts, table)):
+    for i, (t_i, (c_x, c_m, c_z)) in enumerate(zip(ts, table)):
         t = full_index(t_i, x)
         x0, _, _ = predict(model_fn, schedule, x, t, t, objective=objective, clip=clip, learned_variance=learned)
         if callback is not None:
@@ -119,6 +164,8 @@ def _multistep(
         x = c_x * x
         for c, m in zip(c_m, history):
             x = x + c * m
+        if c_z > 0:  # a Python float: no device sync; zero for the ODE and on the last step
+            x = x + c_z * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x
 
 
@@ -166,3 +213,27 @@ def sample_dpmpp_3m(
     """
     return _multistep(3, model_fn, x_T, schedule, steps, grid, objective, variance_type, clip, callback,
                       lower_order_final)
+
+
+@torch.inference_mode()
+def sample_dpmpp_2m_sde(
+    model_fn: ModelFn,
+    x_T: Tensor,
+    schedule: Schedule,
+    steps: int | None = None,
+    *,
+    grid: str = "logsnr",
+    objective: str = "pred_noise",
+    variance_type: str = "fixed_small",
+    clip: str | bool | None = "static",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    lower_order_final: bool = True,
+) -> Tensor:
+    """x_T [B, C, H, W] ~ N(0, I) -> x_0 [B, C, H, W] by SDE-DPM-Solver++(2M) (Lu et al. 2022).
+
+    Stochastic: fresh noise from ``generator`` every step but the last; one model call per step;
+    a learned variance is ignored.
+    """
+    return _multistep(2, model_fn, x_T, schedule, steps, grid, objective, variance_type, clip, callback,
+                      lower_order_final, generator, stochastic=True)
