@@ -184,3 +184,19 @@ def test_bf16_auto_follows_the_device_and_the_optimizer_is_fused_on_a_cpu(tmp_pa
     assert read_checkpoint(tmp_path / "runs" / "on").config.train.bf16 is True
     assert read_checkpoint(tmp_path / "runs" / "auto-fast").config.train.bf16 is None  # saved as "auto"
     assert runs["off"][1][2]["optimizer"]["param_groups"][0]["fused"] is True
+
+
+def test_a_run_in_use_is_refused_before_its_checkpoints_are_judged(tmp_path):
+    # a live writer may add a checkpoint at any moment: resuming takes the run's lock first, so the
+    # answer is "in use" even for a checkpoint that is (or is about to be) no longer the latest
+    from ddpm.training.run_dir import RunLock
+
+    run = train(tiny(tmp_path, name="live", max_steps=4, save_every=2), log=quiet, progress=False).run_dir
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002", "step_00000004"]
+    with RunLock(run):
+        for target in (run, run / "checkpoints" / "step_00000002"):
+            with pytest.raises(ConfigError, match=f"run directory {run} is in use by process"):
+                train(tiny(tmp_path, max_steps=6), resume=target, log=quiet, progress=False)
+    with pytest.raises(CheckpointError, match="is not the run's latest checkpoint"):
+        train(tiny(tmp_path, max_steps=6), resume=run / "checkpoints" / "step_00000002", log=quiet, progress=False)
+    assert train(tiny(tmp_path, max_steps=6), resume=run, log=quiet, progress=False).step == 6

@@ -69,18 +69,24 @@ def train(
 
 
 def _train(config, dist: Distributed, device, resume, overwrite, log, progress, stop) -> TrainResult:
-    checkpoint = read_checkpoint(resume) if resume is not None else None
-    data, config = resolve_data(config, dist, log)
-    validate_config(config)  # everything is checked before a directory is made or replaced
-    if checkpoint is not None:
-        check_resume(checkpoint.config, config, checkpoint)
-        run_dir = checkpoint.path.parent.parent
-    else:  # rank 0 makes the directory; the others learn its name
-        made = new_run_dir(config.runs_dir, config.name, config.data.dataset, overwrite=overwrite) if dist.is_main else None
-        run_dir = Path(dist.from_main(str(made) if made else None))
-    config = replace(config, name=run_dir.name)
-    lock = RunLock(run_dir).acquire() if dist.is_main else None
+    lock = None
     try:
+        checkpoint = None
+        if resume is not None:
+            checkpoint = read_checkpoint(resume)
+            if dist.is_main:  # hold the run first: a live one refuses here, and none can add a checkpoint after
+                lock = RunLock(checkpoint.path.parent.parent).acquire()
+                checkpoint = read_checkpoint(resume)
+        data, config = resolve_data(config, dist, log)
+        validate_config(config)  # everything is checked before a directory is made or replaced
+        if checkpoint is not None:
+            check_resume(checkpoint.config, config, checkpoint)
+            run_dir = checkpoint.path.parent.parent
+        else:  # rank 0 makes the directory; the others learn its name
+            made = new_run_dir(config.runs_dir, config.name, config.data.dataset, overwrite=overwrite) if dist.is_main else None
+            run_dir = Path(dist.from_main(str(made) if made else None))
+            lock = RunLock(run_dir).acquire() if dist.is_main else None
+        config = replace(config, name=run_dir.name)
         return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop)
     finally:
         if lock is not None:
