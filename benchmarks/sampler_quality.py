@@ -8,12 +8,18 @@ x_T), and the ancestral sampler's per-step noise comes from a generator seeded p
 cells differ only in the sampler and its step count.
 
 FID is biased upwards by roughly a constant over N, so it is only comparable between cells
-drawn with the same number of images: the table gives every cell's FID on its first
-``common`` images (the smallest N of any cell, the same x_T for all) as well as on all of them.
-KID is unbiased and comparable across N.
+drawn with the same number of images. The table gives every cell's FID on all its images and
+at ``common`` images (the smallest N of any cell): on the first ``common`` (the same x_T in every
+cell), and, where a cell has several disjoint blocks of ``common`` images, their mean and spread,
+which show how noisy a single block is. The real-data row (MNIST training images scored like a
+sampler's output) is the floor that FID's bias alone gives at each N. KID is unbiased and
+comparable across N.
 
     OMP_NUM_THREADS=1 python benchmarks/sampler_quality.py --run-dir runs/mnist \
-        --data-dir ../shared/data/mnist --long-num-samples 500
+        --data-dir ../shared/data/mnist --num-samples 2000 --long-samplers ancestral
+
+(the command behind the table in benchmarks/README.md; ``--long-num-samples`` draws fewer images
+for the 1000-step cells, ``--long-samplers`` limits which samplers run them.)
 
 A missing ``--run-dir`` is trained first from ``--config`` for at most ``--train-minutes``.
 Results go to ``<out-dir>/results.json`` cell by cell, so an interrupted run continues where it
@@ -28,6 +34,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ddpm.config import apply_overrides, load_toml
@@ -36,6 +43,7 @@ from ddpm.eval import (
     classifier_accuracy,
     classifier_extractor,
     compute_statistics,
+    feature_statistics,
     frechet_distance,
     kernel_distance,
     load_classifier,
@@ -50,9 +58,10 @@ from ddpm.generate import load_for_sampling
 from ddpm.training.batches import derived_seed
 from ddpm.viz import save_grid
 
-DEFAULT_SAMPLERS = ("ancestral", "ddim", "dpm++2m", "dpm++3m")
+DEFAULT_SAMPLERS = ("ancestral", "ddim", "dpm++2m", "dpm++3m", "dpm++2m-sde")
 DEFAULT_STEPS = (10, 20, 50, 100, 1000)
 TARGET = ("dpm++2m", 20, "ancestral", 1000, 1.10)  # candidate, its steps, reference, its steps, max ratio
+ALSO = (("dpm++2m-sde", 20), ("dpm++2m", 100))  # other cells set against the same reference
 
 
 # ---- the feature extractor and the real-data statistics (cached) ------------------------------
@@ -132,54 +141,78 @@ def draw(diffusion, x_T: torch.Tensor, sampler: str, steps: int, batch_size: int
     return torch.cat(out), seconds, evaluated[0] / x_T.shape[0]
 
 
-def score(extractor, real, images: torch.Tensor, common: int) -> dict:
-    """FID on all images and on the first ``common``; KID (mean, standard error) on all."""
+def score(extractor, real, images: torch.Tensor, common: int) -> tuple[dict, np.ndarray]:
+    """Metrics of ``images`` [N, C, H, W] in [0, 1] and their features [N, D].
+
+    FID on all N images; FID on each disjoint block of ``common`` images (``fid_blocks``; the
+    first block is the first ``common`` images, the same x_T in every cell); KID (mean,
+    standard error over subsets) on all N.
+    """
     mu_r, sigma_r, real_feats = real
     mu, sigma, feats = compute_statistics(extractor, images)
-    mu_c, sigma_c, _ = compute_statistics(extractor, images[:common])
+    blocks = [frechet_distance(mu_r, sigma_r, *feature_statistics(feats[i : i + common]))
+              for i in range(0, len(feats) - common + 1, common)]
     kid, kid_se = kernel_distance(real_feats, feats, num_subsets=100, subset_size=min(1000, len(images)))
-    return {
-        "fid": frechet_distance(mu_r, sigma_r, mu, sigma),
-        "fid_common": frechet_distance(mu_r, sigma_r, mu_c, sigma_c),
-        "kid": kid,
-        "kid_se": kid_se,
-    }
+    metrics = {"fid": frechet_distance(mu_r, sigma_r, mu, sigma), "fid_blocks": blocks, "kid": kid, "kid_se": kid_se}
+    return metrics, feats
+
+
+def block_estimate(cell: dict) -> tuple[float, float]:
+    """FID at N = ``common``: the mean over the cell's blocks and the standard deviation of one block
+    (NaN with a single block)."""
+    b = np.asarray(cell["fid_blocks"])
+    return float(b.mean()), float(b.std(ddof=1)) if len(b) > 1 else math.nan
 
 
 # ---- the table -----------------------------------------------------------------------------
 
 
+def _row(name: str, steps: str, nfe: str, r: dict, s_per_image: str) -> str:
+    mean, sd = block_estimate(r)
+    blocks = f"{mean:.3f} ± {sd:.3f} ({len(r['fid_blocks'])})" if len(r["fid_blocks"]) > 1 else "-"
+    return (f"| {name} | {steps} | {nfe} | {r['n']} | {r['fid']:.3f} | {r['fid_blocks'][0]:.3f} | {blocks} | "
+            f"{r['kid'] * 1e3:.2f} ± {r['kid_se'] * 1e3:.2f} | {s_per_image} |")
+
+
 def table(results: dict, common: int, samplers, steps_list) -> str:
     lines = [
-        f"| sampler | steps | model evals / image | N | FID-style (N) | FID-style (first {common}) | KID x 1e3 | s / image |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| sampler | steps | model evals / image | N | FID-style (all N) | FID-style (first {common}) | "
+        f"FID-style ({common}-image blocks: mean ± sd (blocks)) | KID x 1e3 | s / image |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    real = results.get("real")
-    if real:
-        lines.append(f"| real (MNIST train images) | - | - | {real['n']} | {real['fid']:.2f} | {real['fid_common']:.2f} | "
-                     f"{real['kid'] * 1e3:.2f} ± {real['kid_se'] * 1e3:.2f} | - |")
+    if "real" in results:
+        lines.append(_row("real (MNIST train images)", "-", "-", results["real"], "-"))
     for sampler in samplers:
         for steps in steps_list:
             r = results["cells"].get(f"{sampler}@{steps}")
-            if r is None:
-                continue
-            lines.append(f"| {sampler} | {steps} | {r['nfe']:.0f} | {r['n']} | {r['fid']:.2f} | {r['fid_common']:.2f} | "
-                         f"{r['kid'] * 1e3:.2f} ± {r['kid_se'] * 1e3:.2f} | {r['s_per_image']:.3f} |")
+            if r is not None:
+                lines.append(_row(sampler, str(steps), f"{r['nfe']:.0f}", r, f"{r['s_per_image']:.3f}"))
     return "\n".join(lines)
 
 
 def verdict(results: dict, common: int) -> str:
+    """The issue's target: the candidate's FID-style distance at most ``limit`` times the reference's,
+    both at N = ``common`` (FID's bias depends on N); KID, unbiased, as a second opinion."""
     cand, cand_steps, ref, ref_steps, limit = TARGET
     a, b = results["cells"].get(f"{cand}@{cand_steps}"), results["cells"].get(f"{ref}@{ref_steps}")
     if a is None or b is None:
         return f"target: needs both {cand}@{cand_steps} and {ref}@{ref_steps} in the grid"
-    ratio = a["fid_common"] / b["fid_common"]
+    same_x = a["fid_blocks"][0] / b["fid_blocks"][0]
+    ratio = block_estimate(a)[0] / block_estimate(b)[0]
+    floor = block_estimate(results["real"])[0] if "real" in results else 0.0
+    excess = (block_estimate(a)[0] - floor) / (block_estimate(b)[0] - floor)
     kid_ratio = a["kid"] / b["kid"] if b["kid"] > 0 else math.nan
+    also = "".join(
+        f"\n  {name}@{steps} / {ref}@{ref_steps}: {block_estimate(c)[0] / block_estimate(b)[0]:.3f}"
+        for name, steps in ALSO if (c := results["cells"].get(f"{name}@{steps}")) is not None
+    )
     return (
-        f"reference {ref}@{ref_steps}: FID-style {b['fid_common']:.2f} (first {common}), {b['nfe']:.0f} model evaluations\n"
-        f"target {cand}@{cand_steps} / {ref}@{ref_steps} <= {limit:.2f}: ratio {ratio:.3f} "
-        f"({'met' if ratio <= limit else 'NOT met'}; KID ratio {kid_ratio:.3f}) "
-        f"with {b['nfe'] / a['nfe']:.0f}x fewer model evaluations"
+        f"reference {ref}@{ref_steps}: FID-style {b['fid_blocks'][0]:.3f} on {common} images, "
+        f"{b['nfe']:.0f} model evaluations per image\n"
+        f"target {cand}@{cand_steps} / {ref}@{ref_steps} <= {limit:.2f} at N = {common}: ratio {ratio:.3f} "
+        f"({'met' if ratio <= limit else 'NOT met'}) with {b['nfe'] / a['nfe']:.0f}x fewer model evaluations\n"
+        f"  first {common} images only (same x_T): {same_x:.3f}; above the real-data floor {floor:.3f}: {excess:.3f}; "
+        f"KID ratio: {kid_ratio:.3f}" + also
     )
 
 
@@ -199,13 +232,15 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "torch-ddpm" / "bench"),
                    help="classifier and real-data statistics cache")
     p.add_argument("--out-dir", default="", help="results.json and sample grids (default: <cache-dir>/sampler_quality/<run name>)")
-    p.add_argument("--classifier-epochs", type=int, default=5)
+    p.add_argument("--classifier-epochs", type=int, default=10)
     p.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS))
     p.add_argument("--steps", type=int_list, default=DEFAULT_STEPS, help="comma-separated step counts")
     p.add_argument("--num-samples", type=int, default=2000, help="images per cell")
     p.add_argument("--long-num-samples", type=int, default=0,
                    help="images per cell with at least --long-from steps (0: --num-samples)")
     p.add_argument("--long-from", type=int, default=1000)
+    p.add_argument("--long-samplers", default="",
+                   help="comma-separated samplers to run at --long-from steps and more (default: all of --samplers)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
@@ -246,27 +281,32 @@ def main(argv=None) -> None:
     shape = (max(n_of.values()), diffusion.channels, *diffusion.image_size)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
 
-    if "real" not in results:  # the floor: real held-out images scored like a sampler's
+    if "real" not in results:  # the floor: real images (not the test split) scored like a sampler's
         train = get_dataset("mnist", split="train", data_dir=args.data_dir, log=lambda m: None)
         pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(args.seed))[: args.num_samples]
-        results["real"] = {"n": args.num_samples, **score(extractor, real, train.images[pick].float() / 255, common)}
+        metrics, _ = score(extractor, real, train.images[pick].float() / 255, common)
+        results["real"] = {"n": args.num_samples, **metrics}
         save()
 
     # the cost of one model evaluation, to say up front how long the grid will take
     _, sec, nfe = draw(diffusion, x_T[: args.batch_size], "ddim", 5, args.batch_size, args.seed)
     ms = 1000 * sec / (nfe * args.batch_size)
-    todo = [(s, k) for k in sorted(args.steps) for s in samplers if f"{s}@{k}" not in results["cells"]]
+    long_samplers = [s.strip() for s in args.long_samplers.split(",") if s.strip()] or samplers
+    todo = [(s, k) for k in sorted(args.steps) for s in samplers
+            if f"{s}@{k}" not in results["cells"] and (k < args.long_from or s in long_samplers)]
     estimate = sum(k * n_of[k] for _, k in todo) * ms / 1000
     print(f"{ms:.2f} ms per model evaluation (batch {args.batch_size}); {len(todo)} cells to draw, about {estimate / 60:.0f} minutes")
 
     for sampler, steps in todo:  # cheap cells first
         n = n_of[steps]
         images, seconds, nfe = draw(diffusion, x_T[:n], sampler, steps, args.batch_size, args.seed)
-        cell = {"n": n, "nfe": nfe, "seconds": seconds, "s_per_image": seconds / n, **score(extractor, real, images, common)}
+        metrics, feats = score(extractor, real, images, common)
+        cell = {"n": n, "nfe": nfe, "seconds": seconds, "s_per_image": seconds / n, **metrics}
+        save_grid(images[:100], out_dir / f"{sampler}-{steps}.png", nrow=10)
+        np.save(out_dir / f"{sampler}-{steps}-features.npy", feats)  # to recompute metrics without sampling
         results["cells"][f"{sampler}@{steps}"] = cell
         save()
-        save_grid(images[:100], out_dir / f"{sampler}-{steps}.png", nrow=10)
-        print(f"{sampler:>9} @ {steps:>4}: FID-style {cell['fid']:.2f} (first {common}: {cell['fid_common']:.2f}), "
+        print(f"{sampler:>9} @ {steps:>4}: FID-style {cell['fid']:.3f} (first {common}: {cell['fid_blocks'][0]:.3f}), "
               f"KID {cell['kid'] * 1e3:.2f}e-3, {cell['s_per_image']:.3f} s/image", flush=True)
 
     print(f"\nclassifier test accuracy {info['accuracy']:.4f}; {torch.get_num_threads()} thread(s); results in {results_path}\n")

@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of images (per class with --per-class)")
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    sample.add_argument("--sampler", help="ancestral, ddim, dpm++2m, ... (default: the run's)")
+    sample.add_argument("--sampler", help="ancestral, ddim, dpm++2m, dpm++3m or dpm++2m-sde (default: the run's)")
     sample.add_argument("--steps", type=int, help="model evaluations (default: the sampler's)")
     sample.add_argument("--eta", type=float, help="DDIM noise: 0 deterministic, 1 ancestral-like")
     sample.add_argument("--grid", help="timestep grid: uniform, trailing, leading, quadratic, karras, logsnr")

@@ -55,8 +55,9 @@ ATTENTION_IMPLS = ("auto", "sdpa", "math")
 
 CPU_MATH_ATTENTION_MAX_TOKENS = 512
 """On a CPU with bf16/fp16 activations, sequences up to this many positions use two plain
-matrix products: PyTorch's fused CPU kernel took 1.3-4x longer there (16 to 256 positions,
-forward + backward; benchmarks/README.md) and wins only from about 784 positions (28x28)."""
+matrix products: PyTorch's fused CPU kernel took 1.5-3.5x longer from 16 to 256 positions
+(forward + backward; benchmarks/README.md) and was still no faster at 1024. Longer sequences keep
+the fused kernel for its memory: the plain products hold all N x N attention weights at once."""
 
 
 class Attention(nn.Module):
