@@ -49,6 +49,17 @@ def _half_log_snr(alpha_bar: float) -> float:
     return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
 
 
+def _step_order(i: int, n: int, order: int, lam: list[float], lower_order_final: bool) -> int:
+    """The order of step i of n: at most ``order`` and the number of usable predictions so far
+    (those at lambda > -inf), first order on the last step, and with ``lower_order_final`` and
+    fewer than 15 steps at most n - i."""
+    if i == n - 1:
+        return 1
+    usable = sum(1 for j in range(i + 1) if lam[j] > -math.inf)
+    k = max(1, min(order, usable))
+    return min(k, n - i) if lower_order_final and n < LOWER_ORDER_FINAL_BELOW else k
+
+
 def multistep_coefficients(
     alpha_bars_visited: list[float], order: int, lower_order_final: bool = True
 ) -> list[tuple[float, tuple[float, ...]]]:
@@ -69,12 +80,7 @@ def multistep_coefficients(
     for i in range(n):
         alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
         h = lam[i + 1] - lam[i]
-        usable = sum(1 for j in range(i + 1) if lam[j] > -math.inf)
-        k = max(1, min(order, usable))
-        if i == n - 1:
-            k = 1
-        elif lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
-            k = min(k, n - i)
+        k = _step_order(i, n, order, lam, lower_order_final)
         phi_1 = math.expm1(-h)
         c_x = sigma_t / math.sqrt(1.0 - ab[i])
         if k == 1:  # DDIM (Lu et al. eq. 10)
@@ -114,10 +120,7 @@ def sde_coefficients(alpha_bars_visited: list[float], order: int = 2,
     for i in range(n):
         alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
         h = lam[i + 1] - lam[i]
-        usable = sum(1 for j in range(i + 1) if lam[j] > -math.inf)
-        k = 1 if i == n - 1 else max(1, min(order, usable))
-        if lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
-            k = min(k, n - i)
+        k = _step_order(i, n, order, lam, lower_order_final)
         keep = -math.expm1(-2.0 * h)  # 1 - e^-2h: the share of x_t that is new (data and noise)
         c_x = sigma_t / math.sqrt(1.0 - ab[i]) * math.exp(-h)
         if k == 1:

@@ -35,8 +35,8 @@ def bf16_is_fast(device: torch.device) -> bool:
     """Whether bf16 autocast speeds training up here: CUDA GPUs with bf16 support, and CPUs with
     AVX512-BF16 or AMX instructions (1.2-1.6x on such a CPU, benchmarks/README.md). Elsewhere
     (older CPUs, Apple MPS) it is emulated or unmeasured, and left off."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # not where it is only emulated (before Ampere)
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         cpu = torch.cpu
         return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
