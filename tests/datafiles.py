@@ -74,8 +74,9 @@ def cifar_members(records_per_batch: int = 3) -> tuple[dict[str, bytes], dict]:
     return members, expected
 
 
-def tar_gz(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    """A .tar.gz with the given regular files (full member names) and symbolic links (name -> target)."""
+def tar_gz(members: dict[str, bytes], links: dict[str, str | tuple[bytes, str]] | None = None) -> bytes:
+    """A .tar.gz with the given regular files (full member names) and special members: name ->
+    a symbolic link's target, or (tarfile member type, link name) for hard links, devices, pipes."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, blob in members.items():
@@ -84,7 +85,7 @@ def tar_gz(members: dict[str, bytes], links: dict[str, str] | None = None) -> by
             tar.addfile(info, io.BytesIO(blob))
         for name, target in (links or {}).items():
             info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
+            info.type, info.linkname = (tarfile.SYMTYPE, target) if isinstance(target, str) else target
             tar.addfile(info)
     return buf.getvalue()
 

@@ -1,3 +1,4 @@
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,11 @@ def test_bad_labels_and_missing_members(tmp_path):
         (f"{FOLDER}/../../evil", {}, "points outside the archive's own folder"),
         (None, {f"{FOLDER}/data_batch_1.bin": "/etc/passwd"}, "is a symbolic link"),
         (None, {"evil": "../outside"}, "is a symbolic link"),
+        (None, {f"{FOLDER}/data_batch_1.bin": (tarfile.LNKTYPE, f"{FOLDER}/test_batch.bin")}, "is a hard link"),
+        (None, {"evil": (tarfile.LNKTYPE, "/etc/passwd")}, "is a hard link"),
+        (None, {"evil": (tarfile.CHRTYPE, "")}, "is a device or pipe"),
+        (None, {"evil": (tarfile.BLKTYPE, "")}, "is a device or pipe"),
+        (None, {"evil": (tarfile.FIFOTYPE, "")}, "is a device or pipe"),
     ],
 )
 def test_malicious_members_are_refused_and_nothing_is_written(tmp_path, evil, links, reason):

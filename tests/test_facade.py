@@ -133,3 +133,37 @@ def test_sampling_turns_dropout_off_and_restores_the_mode():
     b = diffusion.sample(2, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a, b)
     assert diffusion.training and model.training
+
+
+class _LabelRecorder(torch.nn.Module):
+    """A stand-in network that records the class labels it is given."""
+
+    channels, num_classes = 3, 10  # what GaussianDiffusion reads from a network
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.zeros(()))
+        self.seen = []
+
+    def forward(self, x, t, classes=None):
+        self.seen.append(classes.clone())
+        return x * self.scale
+
+
+def test_label_dropout_sends_p_uncond_of_the_labels_to_the_null_label():
+    net = _LabelRecorder()
+    diffusion = GaussianDiffusion(net, image_size=2, timesteps=10, p_uncond=0.25)
+    images, labels = torch.rand(8000, 3, 2, 2), torch.full((8000,), 3)
+    diffusion.loss_terms(images, labels, generator=torch.Generator().manual_seed(0))
+    dropped = (net.seen[-1] == 10).double().mean().item()  # 10 = the null label
+    assert dropped == pytest.approx(0.25, abs=0.015)  # 3 standard errors of 8000 draws: 0.0146
+    assert set(net.seen[-1].tolist()) == {3, 10}
+    keep = torch.arange(8000) % 2 == 0  # given masks are applied as they are (the trainer draws its own)
+    diffusion.loss_terms(images, labels, keep_labels=keep)
+    assert torch.equal(net.seen[-1], torch.where(keep, 3, 10))
+    diffusion.eval()  # never in eval mode, and never with p_uncond = 0
+    diffusion.loss_terms(images, labels)
+    assert bool((net.seen[-1] == 3).all())
+    no_drop = GaussianDiffusion(_LabelRecorder(), image_size=2, timesteps=10, p_uncond=0.0)
+    no_drop.loss_terms(images, labels)
+    assert bool((no_drop.model.seen[-1] == 3).all())

@@ -200,3 +200,22 @@ def test_a_run_in_use_is_refused_before_its_checkpoints_are_judged(tmp_path):
     with pytest.raises(CheckpointError, match="is not the run's latest checkpoint"):
         train(tiny(tmp_path, max_steps=6), resume=run / "checkpoints" / "step_00000002", log=quiet, progress=False)
     assert train(tiny(tmp_path, max_steps=6), resume=run, log=quiet, progress=False).step == 6
+
+
+def test_the_trainer_drops_labels_with_p_uncond(tmp_path):
+    # a label's embedding row gets gradients only from images that keep the label: with
+    # p_uncond = 1 the ten class rows stay at their initial values and only the null row (10)
+    # learns; with p_uncond = 0 the null row stays and the rows of the classes drawn learn
+    # (AdamW without weight decay)
+    from ddpm.training.build import build_unet
+
+    rows = {}
+    for p in ("1.0", "0.0"):
+        config = tiny(tmp_path, name=f"p{p}", max_steps=3, class_conditional="true", p_uncond=p)
+        result = train(config, log=quiet, progress=False)
+        torch.manual_seed(read_checkpoint(result.run_dir).config.train.seed)  # the trainer's initial weights
+        start = build_unet(read_checkpoint(result.run_dir).config).state_dict()["label_embed.embedding.weight"]
+        trained = read_checkpoint(result.run_dir).weights(ema=False)["label_embed.embedding.weight"]
+        rows[p] = [bool(torch.equal(trained[i], start[i])) for i in range(11)]
+    assert rows["1.0"] == [True] * 10 + [False]
+    assert rows["0.0"][10] and rows["0.0"][:10].count(False) >= 5  # classes of the 24 images drawn moved

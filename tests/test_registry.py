@@ -96,15 +96,27 @@ def test_every_sampler_reproduces_the_mode_weights(name, schedule_name, mixture_
         assert moved[50] < moved[10] / 3 and moved[50] < 0.008  # measured 0.0001 to 0.0055
 
 
-@pytest.mark.parametrize("name", DETERMINISTIC)
+@pytest.mark.parametrize("name", list(SAMPLERS))
 @pytest.mark.parametrize("clip", [None, "static"])
-def test_every_objective_gives_the_same_deterministic_samples(name, clip):
+def test_every_objective_gives_the_same_samples(name, clip):
     s = get_schedule("cosine", 1000)
     x_T = _noise(64, seed=4) * 1.5  # wide enough that clipping acts
-    out = [sample(name, gaussian_model(s, 0.6, 0.4, objective), x_T, s, 15, objective=objective, clip=clip)
+    out = [sample(name, gaussian_model(s, 0.6, 0.4, objective), x_T, s, 15, objective=objective, clip=clip,
+                  generator=torch.Generator().manual_seed(9))  # the stochastic samplers' noise
            for objective in ("pred_noise", "pred_x0", "pred_v")]
     for other in out[1:]:
         torch.testing.assert_close(other, out[0], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", [n for n in SAMPLERS if n != "ancestral"])
+def test_samplers_without_a_variance_ignore_a_learned_one(name):
+    """A learned-variance network's second half of channels changes nothing outside ancestral
+    sampling (tests/test_ancestral.py covers that one)."""
+    s = get_schedule("linear", 1000)
+    model, x_T = gaussian_model(s, MEAN, STD), _noise(32, seed=10)
+    learned = lambda x, t: torch.cat([model(x, t), torch.rand_like(x) * 2 - 1], dim=1)  # any v in [-1, 1]
+    run = lambda fn, variance: sample(name, fn, x_T, s, 12, variance_type=variance, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(run(learned, "learned_range"), run(model, "fixed_small"))
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))

@@ -71,8 +71,13 @@ def test_resume_only_from_the_latest_checkpoint_and_memory_settings_may_change(t
     with pytest.raises(CheckpointError, match="is not the run's latest checkpoint \\(step_00000004\\)"):
         train(apply_overrides(read_checkpoint(older).config, {"max_steps": "6"}), resume=older, log=lambda m: None,
               progress=False)
-    config = apply_overrides(read_checkpoint(run).config, {"max_steps": "6", "grad_checkpoint": "true"})
+    config = apply_overrides(read_checkpoint(run).config, {"max_steps": "6", "grad_checkpoint": "true", "attn_impl": "math"})
     assert train(config, resume=run, log=lambda m: None, progress=False).step == 6
+    assert read_checkpoint(run).config.model.attn_impl == "math"
+    bad = apply_overrides(read_checkpoint(run).config, {"max_steps": "8", "attn_impl": "flash"})
+    with pytest.raises(ConfigError, match="unknown attention implementation 'flash'; choose one of auto, sdpa, math"):
+        train(bad, resume=run, log=lambda m: None, progress=False)
+    assert read_checkpoint(run).step == 6
 
 
 def test_folder_paths_are_stored_absolute(tmp_path, monkeypatch):

@@ -37,6 +37,7 @@ class ModelConfig:
     learned_variance: bool = False
     resnet_block_groups: int = 8
     grad_checkpoint: bool = False
+    attn_impl: str = "auto"  # auto, sdpa or math (see ddpm.models.layers.Attention)
 
 
 @dataclass

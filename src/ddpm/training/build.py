@@ -80,6 +80,7 @@ def build_unet(config: RunConfig) -> Unet:
         learned_variance=m.learned_variance,
         resnet_block_groups=m.resnet_block_groups,
         grad_checkpoint=m.grad_checkpoint,
+        attn_impl=m.attn_impl,
     )
 
 

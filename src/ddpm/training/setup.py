@@ -15,7 +15,8 @@ from ..errors import CheckpointError, ConfigError
 from .checkpoint import Checkpoint, list_checkpoints
 from .distributed import Distributed
 
-RESUME_MAY_CHANGE = {("data", "data_dir"), ("data", "cache_dir"), ("data", "download"), ("model", "grad_checkpoint")}
+RESUME_MAY_CHANGE = {("data", "data_dir"), ("data", "cache_dir"), ("data", "download"), ("model", "grad_checkpoint"),
+                     ("model", "attn_impl")}
 """Settings that do not change what is trained (where files are, how memory is spent)."""
 
 
