@@ -62,8 +62,16 @@ def test_viz_command(run, tmp_path, capsys):
                  "--sampler", "ddim"]) == 0
     assert main(["viz", "interpolate", "--run", str(run), "--out", str(tmp_path / "d.png"), "--n", "1", "--columns", "3",
                  "--steps", "2"]) == 0
-    for name in "abcd":
-        assert next(tmp_path.glob(f"{name}.*")).stat().st_size > 0
+    # the command passes its options through: sizes and frame counts as asked
+    expected = {"a.png": ((1280, 400), 1), "b.png": ((4 * CELL + 2, 2 * CELL + 2), 1), "c.gif": (None, 4),
+                "d.png": ((3 * CELL + 2, CELL + 2), 1)}
+    for name, (size, frames) in expected.items():
+        with Image.open(tmp_path / name) as im:
+            assert getattr(im, "n_frames", 1) == frames, name
+            if size is not None:
+                assert im.size == size, name
+    out = capsys.readouterr().out
+    assert all(f"wrote {tmp_path / name}" in out for name in expected)
     assert main(["viz", "reverse"]) == 2
     assert "needs --run RUN" in capsys.readouterr().err
 

@@ -47,6 +47,7 @@ def test_real_images_score_perfectly_and_the_record_is_complete(runs, monkeypatc
     assert result["features"]["classifier_test_accuracy"] > 0.85
     saved = json.loads(open(result["written_to"]).read())
     assert saved["settings"]["sample"]["sampler"] == "ddim" and saved["settings"]["sample"]["steps"] == 4
+    assert saved["settings"]["sample"]["grid"] == "quadratic"  # the grid used, not "" for "the default"
     assert saved["settings"]["num_samples"] == len(images) and saved["step"] == 2
     assert saved["bits_per_dim"] > 0 and saved["bpd_images"] == 4
     assert "FID" in format_table(result) and "bits/dim" in format_table(result)
@@ -80,9 +81,10 @@ def test_class_accuracy_of_a_conditional_run(runs, monkeypatch):
 def test_eval_command_and_its_errors(runs, capsys):
     plain, _, cache = runs
     assert main(["eval", "--run", str(plain), "--num-samples", "20", "--bpd-images", "2", "--cache-dir", str(cache),
-                 "--sampler", "dpm++2m", "--steps", "3"]) == 0
+                 "--sampler", "dpm++2m"]) == 0
     out = capsys.readouterr().out
-    assert "FID" in out and "dpm++2m, steps 3" in out and "written to" in out
+    # the steps come from the run's [sample] (4), the grid is dpm++2m's default, written out as used
+    assert "FID" in out and "dpm++2m, 4 steps on the logsnr grid" in out and "written to" in out
     assert main(["eval", "--run", str(plain), "--features", "inception", "--cache-dir", str(cache / "empty")]) == 2
     assert "need pytorch-fid's weights file" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--num-samples must be at least 2"):

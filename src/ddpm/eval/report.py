@@ -25,7 +25,7 @@ from ..data import get_dataset
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
 from ..generate import class_layout, generate, load_for_sampling
-from ..training.validate import check_sample_settings
+from ..training.validate import check_sample_settings, resolved_steps_and_grid
 from .classifier import classifier_accuracy, load_classifier, predict, save_classifier, train_classifier
 from .features import classifier_extractor, compute_statistics, inception_extractor, load_statistics, save_statistics
 from .inception import download_inception_weights
@@ -105,6 +105,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
     config, device = ckpt.config, diffusion.device
     sample = settings.sample or config.sample
     check_sample_settings(sample, diffusion.schedule, bool(diffusion.num_classes))
+    steps, grid = resolved_steps_and_grid(sample, diffusion.num_timesteps)  # recorded as used, not as "default"
     real = _load_split(config, "test", log)
     real_images = real.images.float() / 255.0
 
@@ -135,7 +136,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
         save_statistics(stats_path, mu_r, sigma_r, feats_r, extractor=extractor.name)
 
     labels = class_layout(settings.num_samples, diffusion.num_classes) if diffusion.num_classes else None
-    log(f"drawing {settings.num_samples} images with {sample.sampler} ({sample.steps or 'default'} steps) on {device}")
+    log(f"drawing {settings.num_samples} images with {sample.sampler} ({steps} steps, {grid} grid) on {device}")
     began = time.monotonic()
     fake = generate(diffusion, settings.num_samples, batch_size=settings.batch_size, sample=sample,
                     seed=settings.seed, labels=labels)
@@ -148,7 +149,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
         "checkpoint": str(ckpt.path),
         "step": ckpt.step,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "settings": {**{k: v for k, v in asdict(settings).items() if k != "sample"}, "sample": asdict(sample)},
+        "settings": {**{k: v for k, v in asdict(settings).items() if k != "sample"}, "sample": {**asdict(sample), "steps": steps, "grid": grid}},
         "features": {"extractor": extractor.name, "dim": extractor.dim, "classifier_test_accuracy": accuracy},
         "real_images": len(real),
         "fid": frechet_distance(mu_r, sigma_r, mu_g, sigma_g),
@@ -199,7 +200,7 @@ def format_table(result: dict[str, Any]) -> str:
     s = result["settings"]["sample"]
     rows = [
         ("checkpoint", f"{result['checkpoint']} (step {result['step']})"),
-        ("sampler", f"{s['sampler']}, steps {s['steps'] or 'default'}, eta {s['eta']}, guidance {s['guidance_scale']}"),
+        ("sampler", f"{s['sampler']}, {s['steps']} steps on the {s['grid']} grid, eta {s['eta']}, guidance {s['guidance_scale']}"),
         ("samples / real", f"{result['settings']['num_samples']} / {result['real_images']} (seed {result['settings']['seed']})"),
         ("features", result["features"]["extractor"]),
         ("FID", f"{result['fid']:.4f}"),

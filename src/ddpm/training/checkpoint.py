@@ -3,8 +3,11 @@
 ``runs/<name>/checkpoints/step_00001000/`` holds
 
 - ``model.safetensors`` and ``ema.safetensors``: the weights (no pickle, safe to load from anywhere);
-- ``state.pt``: optimizer, learning-rate schedule, step and RNG states, plain tensors and
-  numbers that load with ``torch.load(weights_only=True)``;
+- ``state.pt``: optimizer, learning-rate schedule, step, EMA update count and the count of
+  skipped non-finite steps, plain tensors and numbers that load with
+  ``torch.load(weights_only=True)``. No RNG state is needed: every step's random numbers
+  (batch order, t, noise, flips, label and dropout masks) come from generators seeded by the run's
+  seed and the step number (``batches.py``), so a resumed run draws what the whole run would have;
 - ``config.json``: the full run configuration and what wrote it.
 
 The directory is assembled under a hidden temporary name, every file fsynced, then renamed into

@@ -53,12 +53,17 @@ def validate_config(config: RunConfig) -> None:
     check_sample_settings(config.sample, diffusion.schedule, config.data.class_conditional)
 
 
+def resolved_steps_and_grid(sc: SampleConfig, num_timesteps: int) -> tuple[int, str]:
+    """The step count and timestep grid that ``sc`` means, its defaults (0, "") filled in."""
+    get_sampler(sc.sampler)
+    steps = sc.steps or min(DEFAULT_STEPS[sc.sampler] or num_timesteps, num_timesteps)
+    return steps, sc.grid or DEFAULT_GRIDS[sc.sampler]
+
+
 def check_sample_settings(sc: SampleConfig, schedule: Schedule, class_conditional: bool) -> None:
     """Raise a ConfigError unless the sampler, steps, grid, clip, eta and guidance go together."""
-    get_sampler(sc.sampler)
-    T = schedule.num_timesteps
-    steps = sc.steps or min(DEFAULT_STEPS[sc.sampler] or T, T)
-    get_timesteps(sc.grid or DEFAULT_GRIDS[sc.sampler], schedule, steps)
+    steps, grid = resolved_steps_and_grid(sc, schedule.num_timesteps)
+    get_timesteps(grid, schedule, steps)
     clip_x0(torch.zeros(1), sc.clip)
     if sc.eta != 0 and sc.sampler != "ddim":
         raise ConfigError(f"--eta applies only to the ddim sampler, not to {sc.sampler}")
