@@ -76,6 +76,16 @@ def test_class_accuracy_of_a_conditional_run(runs, monkeypatch):
     result = evaluate_run(cond, EvalSettings(num_samples=100, cache_dir=str(cache), bpd_images=0), log=lambda m: None)
     assert set(result["class_accuracy"]["per_class"]) == {str(c) for c in range(10)}
     assert result["class_accuracy"]["overall"] > 0.8
+    # requested classes only, drawn in turn
+    asked = evaluate_run(cond, EvalSettings(num_samples=40, cache_dir=str(cache), bpd_images=0, classes=(3, 7)),
+                         log=lambda m: None)
+    assert set(asked["class_accuracy"]["per_class"]) == {"3", "7"}
+    assert json.loads(open(asked["written_to"]).read())["settings"]["classes"] == [3, 7]
+    plain = runs[0]
+    with pytest.raises(ConfigError, match="--class needs a class-conditional run"):
+        evaluate_run(plain, EvalSettings(num_samples=4, cache_dir=str(cache), classes=(1,)), log=lambda m: None)
+    with pytest.raises(ConfigError, match="class 12 is out of range; this model knows classes 0 to 9"):
+        evaluate_run(cond, EvalSettings(num_samples=4, cache_dir=str(cache), bpd_images=0, classes=(12,)), log=lambda m: None)
 
 
 def test_eval_command_and_its_errors(runs, capsys):

@@ -126,6 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, features=args.features,
         sample=sample, bpd_images=args.bpd_images, inception_weights=args.inception_weights,
         download=args.download, cache_dir=args.cache_dir, use_ema=not args.no_ema, device=args.device,
+        classes=tuple(args.cls or ()),
     )
     result = evaluate_run(args.run, settings, log=print)
     print(format_table(result))
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--guidance-scale", type=float)
     ev.add_argument("--grid")
     ev.add_argument("--clip")
+    ev.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
+                    help="class-conditional runs: draw only these classes, in turn (repeat the option; default: all)")
     ev.add_argument("--cache-dir", metavar="DIR", help="classifier and statistics cache (default ~/.cache/torch-ddpm/eval)")
     ev.add_argument("--no-ema", action="store_true")
     ev.add_argument("--device", default="auto")

@@ -47,6 +47,7 @@ class EvalSettings:
     cache_dir: str | None = None  # default ~/.cache/torch-ddpm/eval
     use_ema: bool = True
     device: str = "auto"
+    classes: tuple[int, ...] = ()  # class-conditional runs: the classes to draw, in turn (empty: all)
 
 
 def _cache_root(cache_dir: str | None) -> Path:
@@ -104,6 +105,9 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
     diffusion, ckpt = load_for_sampling(run, use_ema=settings.use_ema, device=settings.device)
     config, device = ckpt.config, diffusion.device
     sample = settings.sample or config.sample
+    if settings.classes and not diffusion.num_classes:
+        raise ConfigError("--class needs a class-conditional run (trained with --class-conditional)")
+    labels = class_layout(settings.num_samples, diffusion.num_classes, settings.classes) if diffusion.num_classes else None
     check_sample_settings(sample, diffusion.schedule, bool(diffusion.num_classes))
     steps, grid = resolved_steps_and_grid(sample, diffusion.num_timesteps)  # recorded as used, not as "default"
     real = _load_split(config, "test", log)
@@ -135,7 +139,6 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
         mu_r, sigma_r, feats_r = compute_statistics(extractor, real_images)
         save_statistics(stats_path, mu_r, sigma_r, feats_r, extractor=extractor.name)
 
-    labels = class_layout(settings.num_samples, diffusion.num_classes) if diffusion.num_classes else None
     log(f"drawing {settings.num_samples} images with {sample.sampler} ({steps} steps, {grid} grid) on {device}")
     began = time.monotonic()
     fake = generate(diffusion, settings.num_samples, batch_size=settings.batch_size, sample=sample,
