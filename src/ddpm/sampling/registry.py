@@ -5,7 +5,7 @@ over the linear and cosine schedules (T = 1000), of |mean - 0.3| + |std - 0.2| f
 N(0.3, 0.2^2) (exact, no sampling noise) plus the error in the weight of the +0.5 mode of a
 mixture (modes -0.5 / +0.5, std 0.1, weights 0.3 / 0.7; 8000 images of 1x4x4, the same x_T
 throughout, against a 1000-step run), driven by the exact predictors of ``ddpm.analytic``,
-without clipping. Lower is better; * = the default:
+without clipping (``benchmarks/sampler_grids.py`` measures it). Lower is better; * = the default:
 
                uniform  trailing  leading  quadratic  karras  logsnr
     ancestral   0.400    0.384     0.364    *0.335    0.455   0.425
