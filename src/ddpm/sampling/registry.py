@@ -2,17 +2,17 @@
 
 DEFAULT_GRIDS holds, per sampler, the grid with the smallest error at 10 and 20 steps, summed
 over the linear and cosine schedules (T = 1000), of |mean - 0.3| + |std - 0.2| for data
-N(0.3, 0.2^2) (exact, no sampling noise) plus the error in the weight of the +0.5 mode of a
-mixture (modes -0.5 / +0.5, std 0.1, weights 0.3 / 0.7; 8000 images of 1x4x4, the same x_T
-throughout, against a 1000-step run), driven by the exact predictors of ``ddpm.analytic``,
-without clipping (``benchmarks/sampler_grids.py`` measures it). Lower is better; * = the default:
+N(0.3, 0.2^2) plus the error in the weight of the +0.5 mode of a mixture (modes -0.5 / +0.5,
+std 0.1, weights 0.3 / 0.7) against a 1000-step run, each on 8000 images of 1x4x4 (the same x_T
+throughout), driven by the exact predictors of ``ddpm.analytic``, without clipping. Lower is
+better; * = the default. ``benchmarks/sampler_grids.py`` prints this table:
 
-               uniform  trailing  leading  quadratic  karras  logsnr
-    ancestral   0.400    0.384     0.364    *0.335    0.455   0.425
-    ddim        0.298    0.295     0.299    *0.188    0.261   0.229
-    dpm++2m     0.184    0.233     0.251     0.108    0.053  *0.035
-    dpm++3m     0.259    0.225     0.329     0.130    0.147  *0.092
-    dpm++2m-sde 0.451    0.266     0.439     0.199    0.123  *0.114
+                uniform  trailing   leading quadratic    karras    logsnr
+    ancestral     0.419     0.395     0.383    *0.333     0.482     0.447
+    ddim          0.307     0.303     0.313    *0.200     0.277     0.244
+    dpm++2m       0.194     0.237     0.265     0.122     0.060    *0.045
+    dpm++3m       0.266     0.227     0.340     0.139     0.153    *0.098
+    dpm++2m-sde   0.451     0.266     0.439     0.199     0.123    *0.114
 
 The stochastic rows (ancestral, dpm++2m-sde) carry sampling noise of about 0.01: with other
 seeds dpm++2m-sde measured 0.111 (karras) and 0.110 (logsnr).
