@@ -18,3 +18,65 @@ def test_version_and_help(capsys):
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "ddpm", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"torch-ddpm {__version__}"
+
+
+def _help(capsys, monkeypatch, *command):
+    import pytest
+
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option, whatever the terminal
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--help"])
+    assert exit.value.code == 0
+    return capsys.readouterr().out
+
+
+def _option_line(text, flag):
+    """The option's entry: its line and the indented help under it, joined."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().split(" ")[0].rstrip(",") == flag)
+    entry = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith(" " * 5) or line.strip().startswith("-"):
+            break
+        entry.append(line.strip())
+    return " ".join(entry)
+
+
+def test_train_help_explains_every_option(capsys, monkeypatch):
+    from ddpm.config import field_index
+    from ddpm.sampling import SAMPLERS
+
+    text = _help(capsys, monkeypatch, "train")
+    usage = text.split("\n\n")[0]
+    assert "[--bf16 [auto|true|false]] [--no-bf16]" in usage
+    for name in field_index():
+        line = _option_line(text, "--" + name.replace("_", "-"))
+        assert "(default: " in line and "(no description)" not in line, line
+    assert f"one of: {', '.join(SAMPLERS)} (default: dpm++2m) [sample]" in _option_line(text, "--sampler")
+    assert "0: the data set's own (default: 0) [data]" in _option_line(text, "--channels")
+    assert "one of: digits, mnist, fashion-mnist, cifar10, folder:PATH" in _option_line(text, "--dataset")
+    assert "the same as --bf16 false" in _option_line(text, "--no-bf16")
+
+
+def test_sample_eval_viz_help_gives_every_option_a_meaning_and_a_default(capsys, monkeypatch):
+    import argparse
+
+    from ddpm.cli import build_parser
+    from ddpm.eval.report import FEATURES
+    from ddpm.sampling import GRIDS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("sample", "eval", "viz"):
+        for action in sub.choices[command]._actions:
+            assert action.help, f"ddpm {command} {action.option_strings or action.dest} has no help"
+    ev = _help(capsys, monkeypatch, "eval")
+    assert "(default: 1000)" in _option_line(ev, "--num-samples")
+    assert "(default: 250)" in _option_line(ev, "--batch-size") and "(default: 0)" in _option_line(ev, "--seed")
+    features = next(a for a in sub.choices["eval"]._actions if a.dest == "features")
+    assert tuple(features.choices) == FEATURES
+    sample = _help(capsys, monkeypatch, "sample")
+    assert f"one of: {', '.join(GRIDS)} (default: the run's own [sample] setting)" in _option_line(sample, "--grid")
+    assert "0: the sampler's default" in _option_line(sample, "--steps")
+    assert "(default: 64)" in _option_line(sample, "--n") and "(default: auto)" in _option_line(sample, "--device")
+    viz = _help(capsys, monkeypatch, "viz")
+    assert "one of: linear, cosine, sigmoid (default: linear)" in _option_line(viz, "--schedule")

@@ -100,3 +100,57 @@ def test_missing_file():
 def test_from_dict_rejects_non_tables():
     with pytest.raises(ConfigError, match=r"\[train\] in the config must be a table"):
         from_dict({"train": 3})
+
+
+# ---- help text: every field explains itself ----------------------------------------------------
+
+FREE_TEXT_FIELDS = {"name", "runs_dir", "data_dir", "cache_dir", "device"}  # paths and device names: no fixed list
+
+
+def test_every_field_has_one_line_of_help():
+    from ddpm.config import field_help
+
+    missing = [name for name in field_index() if not field_help(name).strip()]
+    assert not missing, f"config fields without help (give them opt(default, 'meaning')): {missing}"
+    assert all("\n" not in field_help(name) for name in field_index())
+
+
+def test_text_fields_list_the_values_their_registry_accepts():
+    from ddpm.config import field_choices
+    from ddpm.data import DATASET_NAMES
+    from ddpm.diffusion import CLIP_MODES, OBJECTIVES
+    from ddpm.losses import LOSS_TYPES
+    from ddpm.models.layers import ATTENTION_IMPLS
+    from ddpm.sampling import GRIDS, SAMPLERS
+    from ddpm.schedules import SCHEDULES
+
+    assert field_choices("sampler") == tuple(SAMPLERS)
+    assert field_choices("grid") == GRIDS
+    assert field_choices("beta_schedule") == SCHEDULES
+    assert field_choices("objective") == OBJECTIVES
+    assert field_choices("loss_type") == LOSS_TYPES
+    assert field_choices("clip") == CLIP_MODES
+    assert field_choices("dataset") == DATASET_NAMES
+    assert field_choices("attn_impl") == ATTENTION_IMPLS
+    # a text field added later needs its registry (or a place in the free-text list)
+    unlisted = [n for n, (_s, _f, tp) in field_index().items() if tp is str and n not in FREE_TEXT_FIELDS and not field_choices(n)]
+    assert not unlisted, f"text fields without opt(..., choices=...): {unlisted}"
+
+
+def test_help_says_what_zero_and_empty_mean():
+    from ddpm.config import field_help, option_help
+    from ddpm.sampling import DEFAULT_STEPS
+
+    for name, (_s, f, _tp) in field_index().items():
+        if f.default in ("", ()):
+            assert "empty:" in field_help(name), name
+    for name in ("channels", "steps", "num_classes", "max_minutes", "grad_clip", "min_snr_gamma", "sample_every", "save_every"):
+        assert "0:" in field_help(name) or "0 turns" in field_help(name), name
+    steps = field_help("steps")  # the numbers quoted are the registry's
+    assert f"{DEFAULT_STEPS['ddim']} for ddim" in steps and f"{DEFAULT_STEPS['dpm++2m']} for dpm++" in steps
+    assert DEFAULT_STEPS["ancestral"] is None and "all T for ancestral" in steps
+    assert option_help("grid").endswith("(default: empty) [sample]")
+    assert "one of: linear, cosine, sigmoid (default: linear) [diffusion]" in option_help("beta_schedule")
+    assert option_help("bf16").endswith("(default: auto) [train]")
+    assert option_help("hflip").endswith("(default: false) [data]")
+    assert "a list of integers, comma-separated (default: 1,2) [model]" in option_help("dim_mults")

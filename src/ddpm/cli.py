@@ -9,14 +9,30 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import AUTO, RunConfig, apply_overrides, field_index, is_auto_bool, load_toml, option_help
+from .config import (AUTO, RunConfig, apply_overrides, field_choices, field_help, field_index, is_auto_bool, load_toml,
+                     option_help)
 from .errors import ConfigError, DDPMError
 
 NOT_GIVEN = None
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help already says it (an option whose
+    default is None, e.g. "the run's own", says so in its text) or it is an on/off switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one sentence and exits with status 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.print_usage(sys.stderr)
@@ -24,21 +40,40 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--field-name`` per configuration field (see ddpm.config)."""
+    """One ``--field-name`` per configuration field (see ddpm.config), its help from the field's ``opt``."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, (section, _field, tp) in field_index().items():
         group = groups.setdefault(section or "run", parser.add_argument_group(f"[{section or 'run'}] settings"))
         flag = "--" + name.replace("_", "-")
+        text = option_help(name).replace("%", "%%")  # argparse %-formats help strings
         if tp is bool:
             group.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=NOT_GIVEN,
-                               help=option_help(name))
+                               help=text)
         elif is_auto_bool(tp):  # --bf16 (on), --bf16 auto, --no-bf16
             group.add_argument(flag, dest=f"cfg_{name}", nargs="?", const="true", metavar=f"{AUTO}|true|false", default=NOT_GIVEN,
-                               help=option_help(name) + f"; {flag} alone: true, --no-{flag[2:]}: false")
-            group.add_argument("--no-" + flag[2:], dest=f"cfg_{name}", action="store_const", const="false", help=argparse.SUPPRESS)
+                               help=text.replace(" (default:", f"; {flag} alone: true (default:", 1))
+            group.add_argument("--no-" + flag[2:], dest=f"cfg_{name}", action="store_const", const="false",
+                               help=f"the same as {flag} false")
         else:
-            meta = "A,B,..." if typing.get_origin(tp) is tuple else tp.__name__.upper()
-            group.add_argument(flag, dest=f"cfg_{name}", metavar=meta, default=NOT_GIVEN, help=option_help(name))
+            meta = "A,B,..." if typing.get_origin(tp) is tuple else "NAME" if field_choices(name) else tp.__name__.upper()
+            group.add_argument(flag, dest=f"cfg_{name}", metavar=meta, default=NOT_GIVEN, help=text)
+
+
+def sampling_help(name: str, default: str = "the run's own [sample] setting") -> str:
+    """Help for a sampling option of sample/eval/viz: the config field's accepted values and
+    what 0 or empty means, with the default such a command uses."""
+    text = {"sampler": "the sampler", "steps": "model evaluations per image",
+            "eta": "ddim only: noise added per step, 0 (deterministic) to 1 (like ancestral)",
+            "grid": "which timesteps the sampler visits", "clip": "clipping of the predicted x0",
+            "guidance_scale": "classifier-free guidance w (class-conditional runs; 1: plain conditional)"}[name]
+    help_text = field_help(name)
+    for special in ("; 0: ", "; empty: "):  # what 0 or empty means, as the config field says it
+        if special in help_text:
+            text += help_text[help_text.index(special):]
+    choices = field_choices(name)
+    if choices:
+        text += f"; one of: {', '.join(choices)}"
+    return (text + f" (default: {default})").replace("%", "%%")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -194,21 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--run", metavar="DIR", help="a run directory (its latest checkpoint)")
     where.add_argument("--checkpoint", metavar="PATH", help="a checkpoint directory or its .safetensors file")
     sample.add_argument("--n", type=int, default=64, help="number of images (per class with --per-class)")
-    sample.add_argument("--batch-size", type=int, default=64)
-    sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    sample.add_argument("--sampler", help="ancestral, ddim, dpm++2m, dpm++3m or dpm++2m-sde (default: the run's)")
-    sample.add_argument("--steps", type=int, help="model evaluations (default: the sampler's)")
-    sample.add_argument("--eta", type=float, help="DDIM noise: 0 deterministic, 1 ancestral-like")
-    sample.add_argument("--grid", help="timestep grid: uniform, trailing, leading, quadratic, karras, logsnr")
-    sample.add_argument("--clip", help="clipping of the predicted x0: static, dynamic or none")
+    sample.add_argument("--batch-size", type=int, default=64, help="images drawn at once (part of what the seed reproduces)")
+    sample.add_argument("--seed", type=int, default=0, help="the same seed and batch size give the same images")
+    sample.add_argument("--sampler", help=sampling_help("sampler"))
+    sample.add_argument("--steps", type=int, help=sampling_help("steps"))
+    sample.add_argument("--eta", type=float, help=sampling_help("eta"))
+    sample.add_argument("--grid", help=sampling_help("grid"))
+    sample.add_argument("--clip", help=sampling_help("clip"))
     sample.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                         help="draw this class (repeat for several); class-conditional models only")
     sample.add_argument("--per-class", action="store_true", help="--n images of each class, one grid row per class")
-    sample.add_argument("--guidance-scale", type=float, help="classifier-free guidance w (1 = plain conditional)")
-    sample.add_argument("--out", metavar="DIR", help="output directory (default: RUN/generated/<time>)")
+    sample.add_argument("--guidance-scale", type=float, help=sampling_help("guidance_scale"))
+    sample.add_argument("--out", metavar="DIR", help="output directory (default: RUN/generated/step<N>-seed<S>-<time>)")
     sample.add_argument("--overwrite", action="store_true", help="write into a non-empty --out directory")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    sample.add_argument("--device", default="auto")
+    sample.add_argument("--device", default="auto", help=field_help("device"))
     sample.set_defaults(handler=cmd_sample)
 
     ev = sub.add_parser("eval", help="FID, KID, precision/recall, bits/dim (and class accuracy) of a run",
@@ -216,51 +251,56 @@ def build_parser() -> argparse.ArgumentParser:
                         "and writes RUN/eval/<time>.json.")
     ev.add_argument("--run", required=True, metavar="DIR", help="a run directory or checkpoint")
     ev.add_argument("--num-samples", type=int, default=1000, help="generated images to compare")
-    ev.add_argument("--batch-size", type=int, default=250)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch-size", type=int, default=250, help="images drawn (and featurised) at once")
+    ev.add_argument("--seed", type=int, default=0, help="the seed of the generated images and of bits/dim's noise")
     ev.add_argument("--features", default="classifier", choices=("classifier", "inception"),
                     help="classifier: a small CNN trained on the data set (offline); inception: standard FID")
-    ev.add_argument("--inception-weights", metavar="FILE", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+    ev.add_argument("--inception-weights", metavar="FILE",
+                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the one in --cache-dir)")
     ev.add_argument("--download", action="store_true", help="download the Inception weights once into the cache")
     ev.add_argument("--bpd-images", type=int, default=100, help="held-out images for bits/dim (0 skips it)")
-    ev.add_argument("--sampler")
-    ev.add_argument("--steps", type=int)
-    ev.add_argument("--eta", type=float)
-    ev.add_argument("--guidance-scale", type=float)
-    ev.add_argument("--grid")
-    ev.add_argument("--clip")
+    ev.add_argument("--sampler", help=sampling_help("sampler"))
+    ev.add_argument("--steps", type=int, help=sampling_help("steps"))
+    ev.add_argument("--eta", type=float, help=sampling_help("eta"))
+    ev.add_argument("--guidance-scale", type=float, help=sampling_help("guidance_scale"))
+    ev.add_argument("--grid", help=sampling_help("grid"))
+    ev.add_argument("--clip", help=sampling_help("clip"))
     ev.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                     help="class-conditional runs: draw only these classes, in turn (repeat the option; default: all)")
     ev.add_argument("--cache-dir", metavar="DIR", help="classifier and statistics cache (default ~/.cache/torch-ddpm/eval)")
-    ev.add_argument("--no-ema", action="store_true")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-ema", action="store_true", help="evaluate the raw weights instead of the EMA")
+    ev.add_argument("--device", default="auto", help=field_help("device"))
     ev.set_defaults(handler=cmd_eval)
 
     viz = sub.add_parser("viz", help="pictures of the forward and reverse processes",
                          description="forward: training images noised step by step; reverse: an animation of "
                          "sampling (x_t and predicted x_0) and a still grid; interpolate: DDIM decodes along a "
                          "path between two noises; schedules: alpha_bar and log-SNR of the beta schedules.")
-    viz.add_argument("what", choices=("forward", "reverse", "interpolate", "schedules"))
+    viz.add_argument("what", choices=("forward", "reverse", "interpolate", "schedules"), help="the picture to make")
     viz.add_argument("--run", metavar="DIR", help="a trained run (reverse, interpolate)")
-    viz.add_argument("--out", metavar="FILE", help="output file (.png; .gif or .webp for reverse)")
+    viz.add_argument("--out", metavar="FILE", help="output file, .png (.gif or .webp for reverse) (default: WHAT.png, reverse.gif)")
     viz.add_argument("--still", metavar="FILE", help="reverse: also a still grid, rows = samples, columns = steps")
-    viz.add_argument("--n", type=int, help="images (forward, reverse) or rows (interpolate)")
+    viz.add_argument("--n", type=int, help="images (forward, reverse) or rows (interpolate) (default: 6, 8 and 4)")
     viz.add_argument("--columns", type=int, default=10, help="timesteps (forward, reverse still) or points (interpolate)")
-    viz.add_argument("--dataset", default="digits", help="forward: the data set")
-    viz.add_argument("--data-dir")
+    viz.add_argument("--dataset", default="digits", help=f"forward: the data set; one of: {', '.join(field_choices('dataset'))}")
+    viz.add_argument("--data-dir", help="forward: folder holding the data set's files (default: CACHE_DIR/<dataset>)")
     viz.add_argument("--download", action="store_true", help="forward: fetch the data set if missing")
     viz.add_argument("--cache-dir", help="forward: where downloads go (default ~/.cache/torch-ddpm)")
-    viz.add_argument("--image-size", type=int, help="forward: resize (required for folder:PATH)")
-    viz.add_argument("--schedule", default="linear", help="forward: the beta schedule")
-    viz.add_argument("--timesteps", type=int, default=1000)
+    viz.add_argument("--image-size", type=int, help="forward: resize to this square size (required for folder:PATH; "
+                     "default: the data set's own)")
+    viz.add_argument("--schedule", default="linear",
+                     help=f"forward: the beta schedule; one of: {', '.join(field_choices('beta_schedule'))}")
+    viz.add_argument("--timesteps", type=int, default=1000, help="forward, schedules: T, the number of noising steps")
     viz.add_argument("--zero-terminal-snr", action="store_true", help="schedules: rescale to zero terminal SNR")
-    viz.add_argument("--sampler")
-    viz.add_argument("--steps", type=int)
-    viz.add_argument("--eta", type=float, help="reverse: DDIM noise")
-    viz.add_argument("--guidance-scale", type=float, help="reverse: classifier-free guidance w")
-    viz.add_argument("--class", dest="cls", type=int, action="append", metavar="N")
-    viz.add_argument("--seed", type=int, default=0)
-    viz.add_argument("--device", default="auto")
+    viz.add_argument("--sampler", help="reverse: " + sampling_help("sampler"))
+    viz.add_argument("--steps", type=int, help="reverse, interpolate: " + sampling_help(
+        "steps", "reverse: the run's own [sample] setting; interpolate: 0, which is 50 for ddim"))
+    viz.add_argument("--eta", type=float, help="reverse: " + sampling_help("eta"))
+    viz.add_argument("--guidance-scale", type=float, help="reverse: " + sampling_help("guidance_scale"))
+    viz.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
+                     help="reverse, interpolate: draw this class (repeat for several; default: all in turn)")
+    viz.add_argument("--seed", type=int, default=0, help="the same seed gives the same picture")
+    viz.add_argument("--device", default="auto", help=field_help("device"))
     viz.set_defaults(handler=cmd_viz)
     return parser
 

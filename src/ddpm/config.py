@@ -13,7 +13,7 @@ import sys
 import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Sequence, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
@@ -23,96 +23,158 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+# ---- the fields, each with its command-line help ------------------------------------------------
+#
+# A field is ``name: type = opt(default, "what it means; what 0 or empty means", choices=...)``.
+# ``ddpm train --help`` shows that text, the accepted values and the default; tests/test_config.py
+# fails for a field without help. ``choices`` is a function returning the registry's names, so the
+# list is the one the code checks against and is imported only when help is drawn.
+
+
+def opt(default: Any, help: str, *, choices: Callable[[], Sequence[str]] | None = None) -> Any:
+    """A config field's default with its one-line ``help`` and, for text fields, a function
+    giving the accepted values (e.g. the keys of ``ddpm.sampling.SAMPLERS``)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def _attn_impls() -> Sequence[str]:
+    from .models.layers import ATTENTION_IMPLS
+
+    return ATTENTION_IMPLS
+
+
+def _schedules() -> Sequence[str]:
+    from .schedules import SCHEDULES
+
+    return SCHEDULES
+
+
+def _objectives() -> Sequence[str]:
+    from .diffusion import OBJECTIVES
+
+    return OBJECTIVES
+
+
+def _loss_types() -> Sequence[str]:
+    from .losses import LOSS_TYPES
+
+    return LOSS_TYPES
+
+
+def _datasets() -> Sequence[str]:
+    from .data import DATASET_NAMES
+
+    return DATASET_NAMES
+
+
+def _samplers() -> Sequence[str]:
+    from .sampling.registry import SAMPLERS
+
+    return tuple(SAMPLERS)
+
+
+def _clip_modes() -> Sequence[str]:
+    from .diffusion import CLIP_MODES
+
+    return CLIP_MODES
+
+
+def _grids() -> Sequence[str]:
+    from .sampling.timesteps import GRIDS
+
+    return GRIDS
+
+
 @dataclass
 class ModelConfig:
     """The Unet (see :class:`ddpm.models.Unet`)."""
 
-    dim: int = 32
-    dim_mults: tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 2
-    full_attn: tuple[bool, ...] = ()  # empty: attention at the lowest resolution only
-    attn_heads: int = 4
-    attn_dim_head: int = 32
-    dropout: float = 0.0
-    learned_variance: bool = False
-    resnet_block_groups: int = 8
-    grad_checkpoint: bool = False
-    attn_impl: str = "auto"  # auto, sdpa or math (see ddpm.models.layers.Attention)
+    dim: int = opt(32, "channels of the Unet's first level; each level has dim times its multiplier")
+    dim_mults: tuple[int, ...] = opt((1, 2), "channel multiplier of each resolution level (one level per entry, each halving the size)")
+    num_res_blocks: int = opt(2, "residual blocks per level")
+    full_attn: tuple[bool, ...] = opt((), "self-attention at each level, one true/false per dim_mults entry; empty: at the lowest resolution only")
+    attn_heads: int = opt(4, "attention heads")
+    attn_dim_head: int = opt(32, "channels per attention head")
+    dropout: float = opt(0.0, "dropout probability in the residual blocks, in [0, 1); 0: none")
+    learned_variance: bool = opt(False, "also learn the reverse-process variance (Nichol & Dhariwal), trained with the hybrid loss")
+    resnet_block_groups: int = opt(8, "groups of the GroupNorm layers (must divide every level's channels)")
+    grad_checkpoint: bool = opt(False, "recompute activations in the backward pass: less memory, more time")
+    attn_impl: str = opt("auto", "attention kernel: sdpa (PyTorch's fused), math (two plain matrix products), auto (sdpa, but math for short bf16 sequences on a CPU)", choices=_attn_impls)
 
 
 @dataclass
 class DiffusionConfig:
     """The forward process and the training objective (see :class:`ddpm.GaussianDiffusion`)."""
 
-    timesteps: int = 1000
-    beta_schedule: str = "linear"
-    zero_terminal_snr: bool = False
-    objective: str = "pred_noise"
-    loss_type: str = "l2"
-    min_snr_gamma: float = 0.0  # 0 turns min-SNR weighting off
-    offset_noise_strength: float = 0.0
-    vlb_weight: float = 0.001
-    p_uncond: float = 0.1
+    timesteps: int = opt(1000, "T, the number of noising steps of the forward process")
+    beta_schedule: str = opt("linear", "how the noise level beta_t rises over the T steps", choices=_schedules)
+    zero_terminal_snr: bool = opt(False, "rescale the schedule so the last step is pure noise (Lin et al. 2023)")
+    objective: str = opt("pred_noise", "what the network predicts: the noise, the clean image x0, or v", choices=_objectives)
+    loss_type: str = opt("l2", "the distance between prediction and target", choices=_loss_types)
+    min_snr_gamma: float = opt(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); 0 turns it off")
+    offset_noise_strength: float = opt(0.0, "scale of a per-channel offset added to the training noise (helps very dark or bright images); 0: none")
+    vlb_weight: float = opt(0.001, "weight of the variational-bound term of the hybrid loss (used with --learned-variance)")
+    p_uncond: float = opt(0.1, "class-conditional runs: probability of dropping the label, which classifier-free guidance needs")
 
 
 @dataclass
 class DataConfig:
     """Where the images come from."""
 
-    dataset: str = "digits"  # digits, mnist, fashion-mnist, cifar10 or folder:PATH
-    data_dir: str = ""  # empty: the download cache
-    download: bool = False
-    cache_dir: str = ""  # empty: ~/.cache/torch-ddpm
-    image_size: tuple[int, ...] = ()  # empty: the data set's own size; one value (square) or height, width
-    channels: int = 0  # 0: the data set's own (1 grayscale, 3 colour)
-    class_conditional: bool = False
-    num_classes: int = 0  # filled in from the data set when class_conditional
-    hflip: bool = False
+    dataset: str = opt("digits", "the training images: a built-in set or folder:PATH (your images, one sub-folder per class)", choices=_datasets)
+    data_dir: str = opt("", "folder holding the data set's files; empty: CACHE_DIR/<dataset>")
+    download: bool = opt(False, "fetch missing data set files from the public mirrors")
+    cache_dir: str = opt("", "where downloads and caches go; empty: ~/.cache/torch-ddpm")
+    image_size: tuple[int, ...] = opt((), "resize to this size: one value (square) or height,width; empty: the data set's own size")
+    channels: int = opt(0, "image channels, 1 (grayscale) or 3 (RGB), converting if needed; 0: the data set's own")
+    class_conditional: bool = opt(False, "train on the labels too, so ddpm sample --class N and guidance work")
+    num_classes: int = opt(0, "number of classes; 0: taken from the data set (class-conditional runs fill it in)")
+    hflip: bool = opt(False, "flip training images left-right at random (for pictures whose mirror image is as likely; not digits)")
 
 
 @dataclass
 class TrainConfig:
     """The optimisation and what a run writes."""
 
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    grad_clip: float = 1.0  # 0 turns clipping off
-    grad_accum: int = 1
-    ema_decay: float = 0.995
-    ema_warmup: bool = True
-    max_steps: int = 3000  # the run's total optimizer steps, resumes included
-    max_minutes: float = 0.0  # 0: no time limit
-    seed: int = 0
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
-    bf16: bool | None = None  # None ("auto"): on with CUDA and with CPUs that have AVX512-BF16 or AMX
-    compile: bool = False
-    channels_last: bool = False
-    log_every: int = 100
-    sample_every: int = 1000
-    save_every: int = 1000
-    keep_last: int = 3
-    num_samples: int = 64
-    tensorboard: bool = True  # used when the tensorboard package is installed
+    batch_size: int = opt(64, "images per forward pass (per process under torchrun); an optimizer step takes --grad-accum of these")
+    lr: float = opt(1e-3, "AdamW learning rate (after the warm-up)")
+    weight_decay: float = opt(0.0, "AdamW weight decay; 0: none")
+    warmup_steps: int = opt(100, "steps over which the learning rate rises linearly to --lr; 0: none")
+    grad_clip: float = opt(1.0, "clip the gradient norm to this value; 0 turns clipping off")
+    grad_accum: int = opt(1, "batches of --batch-size accumulated per optimizer step (a larger effective batch in the memory of one)")
+    ema_decay: float = opt(0.995, "decay of the exponential moving average of the weights that sampling uses, in [0, 1)")
+    ema_warmup: bool = opt(True, "start the EMA decay low and let it rise, so early EMA weights are not stuck at the initial ones")
+    max_steps: int = opt(3000, "the run's total optimizer steps, resumes included (at least 1)")
+    max_minutes: float = opt(0.0, "stop (with a checkpoint) after this many minutes of training; 0: no time limit")
+    seed: int = opt(0, "the seed of the weights, batch order and noise; the same seed gives the same run")
+    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    bf16: bool | None = opt(None, "bf16 autocast; auto: on with CUDA and with CPUs that have AVX512-BF16 or AMX")
+    compile: bool = opt(False, "torch.compile the network (slow first steps; faster on GPUs)")
+    channels_last: bool = opt(False, "channels-last memory format (can be faster on GPUs)")
+    log_every: int = opt(100, "print and record the loss every N steps")
+    sample_every: int = opt(1000, "write a grid of samples every N steps (and at the end); 0: only at the end")
+    save_every: int = opt(1000, "write a checkpoint every N steps (and at the end); 0: only at the end")
+    keep_last: int = opt(3, "checkpoints to keep; older ones are deleted")
+    num_samples: int = opt(64, "images in each sample grid drawn during training")
+    tensorboard: bool = opt(True, "write TensorBoard logs (when the tensorboard package is installed)")
 
 
 @dataclass
 class SampleConfig:
     """How images are drawn, for the grids written during training and for ``ddpm sample``."""
 
-    sampler: str = "dpm++2m"
-    steps: int = 0  # 0: the sampler's default (all T for ancestral, 50 for ddim, 20 for dpm++)
-    eta: float = 0.0
-    guidance_scale: float = 1.0
-    clip: str = "static"
-    grid: str = ""  # empty: the sampler's default timestep grid
+    sampler: str = opt("dpm++2m", "the sampler of the grids drawn during training and the default of ddpm sample", choices=_samplers)
+    steps: int = opt(0, "model evaluations per image; 0: the sampler's default (all T for ancestral, 50 for ddim, 20 for dpm++)")
+    eta: float = opt(0.0, "ddim only: noise added per step, 0 (deterministic) to 1 (like ancestral)")
+    guidance_scale: float = opt(1.0, "classifier-free guidance w for class-conditional runs; 1: plain conditional, larger: closer to the class")
+    clip: str = opt("static", "clipping of the predicted x0: static to [-1, 1], dynamic (Imagen's thresholding) or none", choices=_clip_modes)
+    grid: str = opt("", "which timesteps the sampler visits; empty: the sampler's own default grid", choices=_grids)
 
 
 @dataclass
 class RunConfig:
-    name: str = ""  # empty: generated from the data set and the time
-    runs_dir: str = "runs"
+    name: str = opt("", "the run directory's name; empty: generated from the data set and the time")
+    runs_dir: str = opt("runs", "the folder that holds run directories")
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -303,15 +365,41 @@ def to_toml(config: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _default(name: str) -> Any:
+    section, _f, _tp = field_index()[name]
+    return getattr(RunConfig(), name) if section is None else getattr(getattr(RunConfig(), section), name)
+
+
+def field_help(name: str) -> str:
+    """The meaning of a field as its ``opt(..., help)`` says; empty when it has none."""
+    return field_index()[name][1].metadata.get("help", "")
+
+
+def field_choices(name: str) -> tuple[str, ...]:
+    """The accepted values of a text field, from the registry its ``opt(..., choices=)`` names."""
+    choices = field_index()[name][1].metadata.get("choices")
+    return tuple(choices()) if choices is not None else ()
+
+
 def option_help(name: str) -> str:
-    """The command-line help of a field: its section and default."""
-    section, f, tp = field_index()[name]
-    default = getattr(RunConfig(), name) if section is None else getattr(getattr(RunConfig(), section), name)
+    """The command-line help of a field: its meaning, accepted values, default and section."""
+    section, _f, tp = field_index()[name]
+    default = _default(name)
     if isinstance(default, tuple):
-        default = ",".join(str(v) for v in default) or "(empty)"
+        default = ",".join(str(v) for v in default) or "empty"
     elif default is None:
         default = AUTO
-    return f"[{section or 'run'}] default: {default}"
+    elif default == "":
+        default = "empty"
+    elif isinstance(default, bool):
+        default = "true" if default else "false"
+    parts = [field_help(name) or "(no description)"]
+    choices = field_choices(name)
+    if choices:
+        parts.append(f"one of: {', '.join(choices)}")
+    elif get_origin(tp) is tuple:
+        parts.append(_describe(tp) + ", comma-separated")
+    return "; ".join(parts) + f" (default: {default}) [{section or 'run'}]"
 
 
 __all__ = [
@@ -323,10 +411,13 @@ __all__ = [
     "SampleConfig",
     "TrainConfig",
     "apply_overrides",
+    "field_choices",
+    "field_help",
     "field_index",
     "from_dict",
     "is_auto_bool",
     "load_toml",
+    "opt",
     "to_dict",
     "to_toml",
 ]

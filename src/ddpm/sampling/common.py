@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..diffusion import OBJECTIVES, VARIANCE_TYPES, check_choice, clip_x0, eps_from_x0, split_output, x0_and_eps
+from ..diffusion import CLIP_MODES, OBJECTIVES, VARIANCE_TYPES, check_choice, clip_x0, eps_from_x0, split_output, x0_and_eps
 from ..errors import ConfigError
 from ..schedules import Schedule
 
@@ -55,8 +55,8 @@ def check_options(objective: str, variance_type: str, clip: str | bool | None) -
     starts, rather than at its first model call."""
     check_choice("objective", objective, OBJECTIVES)
     check_choice("variance type", variance_type, VARIANCE_TYPES)
-    if clip not in (True, False, None, "static", "dynamic", "none"):
-        raise ConfigError(f"unknown clip mode {clip!r}; choose one of static, dynamic, none")
+    if clip not in (True, False, None, *CLIP_MODES):
+        raise ConfigError(f"unknown clip mode {clip!r}; choose one of {', '.join(CLIP_MODES)}")
 
 
 def alpha_bars(schedule: Schedule, timesteps: list[int]) -> list[float]:
