@@ -1,6 +1,7 @@
 """`ddpm train` and `ddpm sample` end to end, and the errors users meet, as a user sees them."""
 
 import gzip
+import json
 import struct
 import subprocess
 import sys
@@ -8,7 +9,9 @@ import sys
 import pytest
 from PIL import Image
 
+from ddpm import __version__
 from ddpm.cli import main
+from ddpm.records import read_record
 
 TINY = ["--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
         "--batch-size", "8", "--log-every", "2", "--sample-every", "0", "--save-every", "0", "--num-samples", "4",
@@ -31,8 +34,8 @@ def test_train_then_sample(tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--n", "5", "--batch-size", "2", "--seed", "3", "--out", str(tmp_path / "a")]) == 0
     assert main(["sample", "--run", str(run), "--n", "5", "--batch-size", "2", "--seed", "3", "--out", str(tmp_path / "b")]) == 0
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["00000.png", "00001.png", "00002.png", "00003.png", "00004.png", "grid.png"]
-    for name in names:  # the same seed gives the same images
+    assert names == ["00000.png", "00001.png", "00002.png", "00003.png", "00004.png", "grid.png", "sample.json"]
+    for name in names:  # the same seed gives the same images (and the same record)
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     with Image.open(tmp_path / "a" / "00000.png") as im:
         assert im.size == (8, 8) and im.mode == "L"
@@ -51,7 +54,12 @@ def test_class_conditional_sampling_names_files_by_class(tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--n", "2", "--class", "3", "--class", "7", "--per-class",
                  "--guidance-scale", "2", "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["00000_class3.png", "00001_class3.png", "00002_class7.png", "00003_class7.png", "grid.png"]
+    assert names == ["00000_class3.png", "00001_class3.png", "00002_class7.png", "00003_class7.png", "grid.png",
+                     "sample.json"]
+    record = json.loads((out / "sample.json").read_text())
+    assert record["classes"] == [3, 7] and record["per_class"] is True and record["num_images"] == 4
+    assert record["guidance_scale"] == 2.0 and record["run"] == "cc"
+    assert read_record(out / "00002_class7.png") == record
     assert main(["sample", "--run", str(run), "--class", "12", "--out", str(tmp_path / "x")]) == 2
     assert "class 12 is out of range; this model knows classes 0 to 9" in capsys.readouterr().err
 
@@ -158,12 +166,20 @@ def test_file_system_errors_are_one_sentence(tmp_path):
     assert code == 2 and "Traceback" not in err and err.startswith("ddpm: error: ") and err.count("\n") == 1
 
 
-def test_resuming_a_finished_run_keeps_its_checkpoint(tmp_path):
+def test_resuming_a_finished_run_keeps_its_checkpoint(tmp_path, capsys):
     assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(tmp_path), "--name", "done"]) == 0
     ckpt = tmp_path / "done" / "checkpoints" / "step_00000002"
     before = ckpt.stat().st_ino
+    capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "done")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"resuming {tmp_path / 'done'} from step 2"
     assert ckpt.stat().st_ino == before  # not rewritten
+
+
+def test_max_steps_zero_is_refused_before_a_run_is_made(tmp_path, capsys):
+    assert main(["train", *TINY, "--max-steps", "0", "--runs-dir", str(tmp_path), "--name", "zero"]) == 2
+    assert capsys.readouterr().err == "ddpm: error: --max-steps must be at least 1; got 0\n"
+    assert not (tmp_path / "zero").exists()
 
 
 def test_sample_checks_its_options_before_making_the_output_directory(tmp_path, capsys):
@@ -190,3 +206,28 @@ def test_naming_the_raw_weights_file_samples_from_it(tmp_path):
         assert main(["sample", "--checkpoint", str(ckpt), *flags, "--n", "2", "--out", str(tmp_path / f"{name}-dir")]) == 0
         assert (tmp_path / name / "grid.png").read_bytes() == (tmp_path / f"{name}-dir" / "grid.png").read_bytes()
     assert (tmp_path / "model" / "grid.png").read_bytes() != (tmp_path / "ema" / "grid.png").read_bytes()
+
+
+def test_sample_folder_records_its_recipe(tmp_path, capsys):
+    assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(tmp_path), "--name", "rec"]) == 0
+    capsys.readouterr()
+    ckpt = tmp_path / "rec" / "checkpoints" / "step_00000002"
+    # --steps 0 is the sampler's default (dpm++2m: 20, capped at T = 20), and the record says 20
+    assert main(["sample", "--run", str(tmp_path / "rec"), "--n", "3", "--batch-size", "2", "--seed", "5", "--no-ema",
+                 "--sampler", "dpm++2m", "--steps", "0", "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert f"drawing 3 images from {ckpt} (raw weights) with dpm++2m, 20 steps on the logsnr grid" in out
+    record = json.loads((tmp_path / "s" / "sample.json").read_text())
+    assert record == {
+        "format": "torch-ddpm sample", "torch_ddpm": __version__, "run": "rec", "checkpoint": str(ckpt), "step": 2,
+        "weights": "raw", "sampler": "dpm++2m", "steps": 20, "grid": "logsnr", "eta": 0.0, "guidance_scale": 1.0,
+        "clip": "static", "classes": None, "per_class": False, "num_images": 3, "seed": 5, "batch_size": 2,
+    }
+    for name in ("00000.png", "00002.png", "grid.png"):  # each image carries the same record
+        assert read_record(tmp_path / "s" / name) == record
+    assert read_record(tmp_path / "s") == record
+    # the run's own settings (ddim, 4 steps, the sampler's grid) are written as used
+    assert main(["sample", "--run", str(tmp_path / "rec"), "--n", "1", "--out", str(tmp_path / "t")]) == 0
+    assert "with ddim, 4 steps on the quadratic grid" in capsys.readouterr().out
+    again = read_record(tmp_path / "t" / "00000.png")
+    assert (again["sampler"], again["steps"], again["grid"], again["weights"]) == ("ddim", 4, "quadratic", "ema")

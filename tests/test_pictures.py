@@ -93,3 +93,20 @@ def test_the_last_frame_is_the_sample(run, tmp_path):
         last = np.asarray(im.convert("L"))[2:66, 2 + 3 * 66 : 2 + 3 * 66 + 64]  # the last column's cell
     expected = np.round(sample[0, 0].numpy() * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
     assert np.abs(last.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_zero_steps_is_the_samplers_default_and_is_said(run, tmp_path, capsys):
+    ckpt = run / "checkpoints" / "step_00000002"
+    assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "r.gif"), "--n", "1", "--steps", "0",
+                 "--sampler", "dpm++2m"]) == 0
+    # dpm++2m's default is 20 steps, here all T = 20
+    assert f"drawing 1 images from {ckpt} with dpm++2m, 20 steps on the logsnr grid" in capsys.readouterr().out
+    with Image.open(tmp_path / "r.gif") as im:
+        assert im.n_frames == 21
+    assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "s.gif"), "--n", "1"]) == 0
+    assert "with ddim, 4 steps on the quadratic grid" in capsys.readouterr().out  # the run's own settings
+    lines = []
+    interpolation_picture(run, tmp_path / "i.png", rows=1, columns=2, steps=0, log=lines.append)
+    assert lines == [f"decoding 2 images from {ckpt} with ddim, 20 steps on the quadratic grid"]
+    assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "n.gif"), "--steps", "-1"]) == 2
+    assert "--steps must be 0 (the sampler's default) or from 1 to the 20 training timesteps; got -1" in capsys.readouterr().err

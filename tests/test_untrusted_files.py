@@ -279,3 +279,27 @@ def test_half_written_or_abandoned_checkpoint_directories_are_refused(run, tmp_p
                      f"{leftover} is a checkpoint that was being written, replaced or deleted, not a complete one")
     assert main(["sample", "--run", str(run), "--n", "1", "--out", str(tmp_path / "o")]) == 0
     assert f"drawing 1 images from {ckpt}" in capsys.readouterr().out
+
+
+# ---- every file of a checkpoint is looked at when it is opened --------------------------------------
+
+OPENERS = [
+    ["sample", "--run", "{run}", "--n", "1", "--out", "{tmp}/o"],
+    ["eval", "--run", "{run}", "--cache-dir", "{tmp}/cache"],
+    ["viz", "reverse", "--run", "{run}", "--out", "{tmp}/r.gif"],
+    ["train", "--resume", "{run}", "--max-steps", "4"],
+]
+
+
+@pytest.mark.parametrize("args", OPENERS, ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize("name, damage, message", [
+    ("model.safetensors", lambda b: b[: len(b) - 100], "is not a readable safetensors file"),  # truncated
+    ("state.pt", lambda b: b[: len(b) // 2], "is not a loadable training state"),
+])
+def test_a_damaged_file_the_command_does_not_read_is_still_named(run, tmp_path, capsys, args, name, damage, message):
+    """sample, eval and viz read only the EMA weights; a broken model.safetensors or state.pt
+    (which a resume needs) is still named when the checkpoint is opened."""
+    path = run / "checkpoints" / "step_00000002" / name
+    path.write_bytes(damage(path.read_bytes()))
+    _cli_refuses(capsys, [a.format(run=run, tmp=tmp_path) for a in args], f"{path} {message}")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r.gif").exists()

@@ -32,6 +32,8 @@ def resolved(**more):
         ({"num_samples": "0"}, "--num-samples must be at least 1; got 0"),
         ({"sampler": "euler"}, "unknown sampler 'euler'"),
         ({"steps": "50"}, "steps must be an integer from 1 to the 20 training timesteps; got 50"),
+        ({"steps": "-2"}, "--steps must be 0 (the sampler's default) or from 1 to the 20 training timesteps; got -2"),
+        ({"max_steps": "0"}, "--max-steps must be at least 1; got 0"),
         ({"grid": "cubic"}, "unknown timestep grid 'cubic'"),
         ({"clip": "soft"}, "unknown clip mode 'soft'"),
         ({"guidance_scale": "3"}, "--guidance-scale needs a class-conditional run"),

@@ -193,12 +193,12 @@ def cmd_viz(args: argparse.Namespace) -> int:
                                                    num_images=args.n or 8, sampler=args.sampler, steps=args.steps,
                                                    eta=args.eta, guidance_scale=args.guidance_scale,
                                                    classes=args.cls, seed=args.seed, device=args.device,
-                                                   columns=args.columns)
+                                                   columns=args.columns, log=print)
             print(f"wrote {anim}" + (f" and {still}" if still else ""))
         else:
             out = pictures.interpolation_picture(args.run, args.out or "interpolation.png", rows=args.n or 4,
-                                                 columns=args.columns, steps=args.steps or 50, classes=args.cls,
-                                                 seed=args.seed, device=args.device)
+                                                 columns=args.columns, steps=args.steps or 0, classes=args.cls,
+                                                 seed=args.seed, device=args.device, log=print)
             print(f"wrote {out}")
     return 0
 

@@ -99,7 +99,7 @@ class ModelConfig:
     learned_variance: bool = opt(False, "also learn the reverse-process variance (Nichol & Dhariwal), trained with the hybrid loss")
     resnet_block_groups: int = opt(8, "groups of the GroupNorm layers (must divide every level's channels)")
     grad_checkpoint: bool = opt(False, "recompute activations in the backward pass: less memory, more time")
-    attn_impl: str = opt("auto", "attention kernel: sdpa (PyTorch's fused), math (two plain matrix products), auto (sdpa, but math for short bf16 sequences on a CPU)", choices=_attn_impls)
+    attn_impl: str = opt("auto", "attention kernel: sdpa (fused), math (plain matmuls), auto (sdpa; math for short bf16 CPU sequences)", choices=_attn_impls)
 
 
 @dataclass

@@ -70,9 +70,19 @@ def image_format(path: str | Path, formats: dict[str, str]) -> str:
     return formats[suffix]
 
 
-def save_still(image: "Image.Image", path: str | Path) -> Path:
-    """Write a Pillow image atomically, in the format its name says (WebP losslessly)."""
+def save_still(image: "Image.Image", path: str | Path, text: dict[str, str] | None = None) -> Path:
+    """Write a Pillow image atomically, in the format its name says (WebP losslessly); ``text``
+    goes into a PNG's text chunks (other formats have none and refuse it)."""
     fmt = image_format(path, STILL_FORMATS)
+    if text:
+        if fmt != "PNG":
+            raise ConfigError(f"only PNG files carry text; {str(path)!r} is {fmt}")
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)  # iTXt: UTF-8, so any run name or path survives
+        return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, pnginfo=info))
     if fmt == "JPEG":
         return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, quality=95))
     if fmt == "WEBP":  # lossless, so the saved pixels are the pixels we drew

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,8 @@ from torch import Tensor
 from .config import SampleConfig
 from .errors import ConfigError
 from .facade import GaussianDiffusion
+from .fileio import atomic_write_text
+from .records import describe, png_text, sample_record
 from .training.batches import derived_seed
 from .viz import save_grid, save_image
 
@@ -106,7 +109,8 @@ def sample_to_directory(
 ) -> Path:
     """Draw images from a trained run into ``out``: one PNG per image (``00007.png``, or
     ``00007_class3.png`` for a class-conditional model) and ``grid.png``. Settings not given
-    come from the run's own ``[sample]`` section. Everything is checked before ``out`` is made;
+    come from the run's own ``[sample]`` section; ``sample.json`` and each PNG's text chunk record
+    how the images were made (:func:`ddpm.records.sample_record`). Everything is checked before ``out`` is made;
     ``source`` naming ``model.safetensors`` or ``ema.safetensors`` picks those weights."""
     from .training.validate import check_sample_settings
 
@@ -131,12 +135,17 @@ def sample_to_directory(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"output directory {out} is not empty; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    log(f"drawing {total} images from {ckpt.path} with {settings.sampler} ({diffusion.device})")
+    record = sample_record(ckpt, settings, num_timesteps=diffusion.num_timesteps, num_images=total, seed=seed,
+                           batch_size=batch_size, use_ema=use_ema, classes=classes, per_class=per_class)
+    log(f"drawing {total} images from {ckpt.path} ({record['weights']} weights) with {describe(record)} "
+        f"({diffusion.device})")
     images = generate(diffusion, total, batch_size=batch_size, sample=settings, seed=seed, labels=labels,
                       on_batch=lambda done, n: log(f"  {done}/{n}"))
+    text = png_text(record)
     for i, image in enumerate(images):
         name = f"{i:05d}_class{labels[i]}.png" if labels is not None else f"{i:05d}.png"
-        save_image(image, out / name)
+        save_image(image, out / name, text=text)
     nrow = num if per_class and labels is not None else None
-    save_grid(images, out / "grid.png", nrow=nrow)
+    save_grid(images, out / "grid.png", nrow=nrow, text=text)
+    atomic_write_text(out / "sample.json", json.dumps(record, indent=2) + "\n")
     return out

@@ -23,7 +23,7 @@ from .data import get_dataset
 from .errors import ConfigError
 from .fileio import atomic_write
 from .generate import class_layout, load_for_sampling
-from .training.validate import check_sample_settings
+from .training.validate import check_sample_settings, resolved_steps_and_grid
 from .schedules import SCHEDULES, get_schedule
 from .training.batches import derived_seed
 from .viz import denoising_frames, denoising_grid, forward_process_strip, save_animation, save_grid, schedule_plot, slerp
@@ -86,6 +86,7 @@ def reverse_picture(
     device: str = "auto",
     columns: int = 10,
     max_frames: int = 100,
+    log: Callable[[str], None] = print,
 ) -> tuple[Path, Path | None]:
     """An animation (GIF or WebP) of sampling: x_t on the left, the predicted x_0 on the right,
     ending on the sample itself; and, with ``still``, a grid whose rows are samples and whose
@@ -97,6 +98,8 @@ def reverse_picture(
     given = {"sampler": sampler, "steps": steps, "eta": eta, "guidance_scale": guidance_scale}
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
     check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes))
+    used_steps, used_grid = resolved_steps_and_grid(settings, diffusion.num_timesteps)
+    log(f"drawing {num_images} images from {ckpt.path} with {settings.sampler}, {used_steps} steps on the {used_grid} grid")
     history: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     total: list[int] = []
 
@@ -140,10 +143,12 @@ def interpolation_picture(
     classes: Sequence[int] | None = None,
     seed: int = 0,
     device: str = "auto",
+    log: Callable[[str], None] = print,
 ) -> Path:
     """Each row: two random noise images and ``columns`` points on the great circle between them
-    (slerp), every one decoded by deterministic DDIM (eta = 0), so the row morphs smoothly."""
-    diffusion, _ = load_for_sampling(run, device=device)
+    (slerp), every one decoded by deterministic DDIM (eta = 0), so the row morphs smoothly.
+    ``steps`` 0 is ddim's default (``DEFAULT_STEPS``)."""
+    diffusion, ckpt = load_for_sampling(run, device=device)
     if rows < 1 or columns < 2:
         raise ConfigError(f"need at least one row and two columns; got {rows} and {columns}")
     g = torch.Generator().manual_seed(derived_seed(seed, 4))
@@ -152,6 +157,9 @@ def interpolation_picture(
     noise = torch.cat([slerp(torch.randn(shape, generator=g), torch.randn(shape, generator=g), weights) for _ in range(rows)])
     labels = _labels_for(diffusion, rows, classes)
     labels = [c for c in labels for _ in range(columns)] if labels is not None else None
+    steps, grid = resolved_steps_and_grid(replace(ckpt.config.sample, sampler="ddim", steps=steps, grid=""),
+                                           diffusion.num_timesteps)
+    log(f"decoding {len(noise)} images from {ckpt.path} with ddim, {steps} steps on the {grid} grid")
     images = diffusion.sample(len(noise), sampler="ddim", steps=steps, eta=0.0, noise=noise, classes=labels)
     return save_grid(images.float().cpu(), out, nrow=columns)
 

@@ -93,24 +93,27 @@ def make_grid(
 
 
 def save_grid(
-    images: Tensor, path: str | Path, nrow: int | None = None, padding: int = 2, scale: int | None = None
+    images: Tensor, path: str | Path, nrow: int | None = None, padding: int = 2, scale: int | None = None,
+    text: dict[str, str] | None = None,
 ) -> Path:
     """Write :func:`make_grid` of images [B, C, H, W] in [0, 1] to ``path`` (PNG; .jpg/.webp also work).
 
-    ``scale=None`` picks the smallest integer scale that makes each cell at least 64 px tall.
+    ``scale=None`` picks the smallest integer scale that makes each cell at least 64 px tall;
+    ``text`` goes into the PNG's text chunks (e.g. :func:`ddpm.records.png_text`).
     """
     if images.ndim not in (3, 4):
         raise ConfigError(f"save_grid needs images of shape [B, C, H, W]; got {list(images.shape)}")
     scale = _auto_scale(images.shape[-2]) if scale is None else scale
     grid = make_grid(images, nrow=nrow, padding=padding, scale=scale)
-    return save_still(Image.fromarray(grid), path)
+    return save_still(Image.fromarray(grid), path, text)
 
 
-def save_image(image: Tensor, path: str | Path, scale: int = 1) -> Path:
-    """Write one image [C, H, W] in [0, 1] to ``path`` (PNG; .jpg/.webp also work), ``scale`` times larger."""
+def save_image(image: Tensor, path: str | Path, scale: int = 1, text: dict[str, str] | None = None) -> Path:
+    """Write one image [C, H, W] in [0, 1] to ``path`` (PNG; .jpg/.webp also work), ``scale`` times
+    larger; ``text`` goes into the PNG's text chunks."""
     if image.ndim != 3:
         raise ConfigError(f"save_image needs one image of shape [C, H, W]; got {list(image.shape)}")
-    return save_still(Image.fromarray(make_grid(image[None], nrow=1, padding=0, scale=scale)), path)
+    return save_still(Image.fromarray(make_grid(image[None], nrow=1, padding=0, scale=scale)), path, text)
 
 
 # ---- animations ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,7 +228,26 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     step = meta.get("step")
     if not isinstance(step, int) or step < 0:
         raise CheckpointError(f"{ckpt / 'config.json'} has no valid step")
+    check_files(ckpt)
     return Checkpoint(path=ckpt, step=step, config=config, meta=meta)
+
+
+def check_files(ckpt: str | Path) -> None:
+    """A cheap look at every file of a checkpoint directory, so a damaged one is named when the
+    checkpoint is opened (``ddpm sample`` reads only the EMA weights, and would never notice a
+    broken ``model.safetensors`` that a later resume needs): each safetensors header must parse
+    and cover the file exactly (a truncated or padded file fails), and ``state.pt`` must be the
+    zip archive ``torch.save`` writes, holding its pickle. Tensor bytes are not read."""
+    ckpt = Path(ckpt)
+    for name in ("model.safetensors", "ema.safetensors"):
+        weight_shapes(ckpt / name)
+    path = ckpt / "state.pt"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in archive.namelist()):
+                raise zipfile.BadZipFile("no data.pkl inside")
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(f"{path} is not a loadable training state ({err})") from None
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

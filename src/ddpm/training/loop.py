@@ -77,6 +77,7 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
             if dist.is_main:  # hold the run first: a live one refuses here, and none can add a checkpoint after
                 lock = RunLock(checkpoint.path.parent.parent).acquire()
                 checkpoint = read_checkpoint(resume)
+            log(f"resuming {checkpoint.path.parent.parent} from step {checkpoint.step}")
         data, config = resolve_data(config, dist, log)
         validate_config(config)  # everything is checked before a directory is made or replaced
         if checkpoint is not None:

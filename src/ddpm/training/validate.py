@@ -27,9 +27,9 @@ def validate_config(config: RunConfig) -> None:
     """Raise a ConfigError naming the first setting that cannot work (the data section must
     already hold the data set's size, channels and classes)."""
     tc, dc = config.train, config.diffusion
-    for name in ("batch_size", "grad_accum", "log_every", "num_samples", "keep_last"):
-        _at_least(name, getattr(tc, name), 1)
-    for name in ("max_steps", "warmup_steps", "sample_every", "save_every", "max_minutes", "weight_decay", "grad_clip"):
+    for name in ("batch_size", "grad_accum", "log_every", "num_samples", "keep_last", "max_steps"):
+        _at_least(name, getattr(tc, name), 1)  # max_steps 0 would write an untrained step-0 "model"
+    for name in ("warmup_steps", "sample_every", "save_every", "max_minutes", "weight_decay", "grad_clip"):
         _at_least(name, getattr(tc, name), 0)
     _at_least("lr", tc.lr, 0, strict=True)
     if not 0.0 <= tc.ema_decay < 1.0:
@@ -62,6 +62,9 @@ def resolved_steps_and_grid(sc: SampleConfig, num_timesteps: int) -> tuple[int, 
 
 def check_sample_settings(sc: SampleConfig, schedule: Schedule, class_conditional: bool) -> None:
     """Raise a ConfigError unless the sampler, steps, grid, clip, eta and guidance go together."""
+    if sc.steps < 0:
+        raise ConfigError(f"--steps must be 0 (the sampler's default) or from 1 to the {schedule.num_timesteps} "
+                          f"training timesteps; got {sc.steps}")
     steps, grid = resolved_steps_and_grid(sc, schedule.num_timesteps)
     get_timesteps(grid, schedule, steps)
     clip_x0(torch.zeros(1), sc.clip)
