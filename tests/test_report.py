@@ -95,7 +95,25 @@ def test_eval_command_and_its_errors(runs, capsys):
     out = capsys.readouterr().out
     # the steps come from the run's [sample] (4), the grid is dpm++2m's default, written out as used
     assert "FID" in out and "dpm++2m, 4 steps on the logsnr grid" in out and "written to" in out
+    # --steps 0 is the sampler's default (dpm++2m: 20, here all T = 20), printed and written as used
+    assert main(["eval", "--run", str(plain), "--num-samples", "4", "--bpd-images", "0", "--cache-dir", str(cache),
+                 "--sampler", "dpm++2m", "--steps", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "with dpm++2m (20 steps, logsnr grid)" in out and "dpm++2m, 20 steps on the logsnr grid" in out
     assert main(["eval", "--run", str(plain), "--features", "inception", "--cache-dir", str(cache / "empty")]) == 2
     assert "need pytorch-fid's weights file" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--num-samples must be at least 2"):
         evaluate_run(plain, EvalSettings(num_samples=1))
+
+
+def test_a_negative_kid_is_explained():
+    result = {"checkpoint": "c", "step": 1, "real_images": 10, "fid": 0.1, "kid": -0.0004, "kid_stderr": 0.0003,
+              "precision": 1.0, "recall": 1.0, "seconds_per_image": 0.1, "features": {"extractor": "classifier",
+              "classifier_test_accuracy": None},
+              "settings": {"num_samples": 10, "seed": 0, "sample": {"sampler": "ddim", "steps": 4, "grid": "quadratic",
+                                                                    "eta": 0.0, "guidance_scale": 1.0}}}
+    kid = next(line for line in format_table(result).splitlines() if line.startswith("KID"))
+    assert kid.endswith("-0.00040 +- 0.00030 (below 0: KID is an unbiased estimate, so it can be slightly negative "
+                        "when the generated and real sets are indistinguishable at this sample size)")
+    result["kid"] = 0.0004
+    assert next(line for line in format_table(result).splitlines() if line.startswith("KID")).endswith("0.00040 +- 0.00030")

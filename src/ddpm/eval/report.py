@@ -198,6 +198,10 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+KID_BELOW_ZERO = (" (below 0: KID is an unbiased estimate, so it can be slightly negative when the generated and "
+                  "real sets are indistinguishable at this sample size)")
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The figures as a two-column text table."""
     s = result["settings"]["sample"]
@@ -207,7 +211,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("samples / real", f"{result['settings']['num_samples']} / {result['real_images']} (seed {result['settings']['seed']})"),
         ("features", result["features"]["extractor"]),
         ("FID", f"{result['fid']:.4f}"),
-        ("KID", f"{result['kid']:.5f} +- {result['kid_stderr']:.5f}"),
+        ("KID", f"{result['kid']:.5f} +- {result['kid_stderr']:.5f}" + (KID_BELOW_ZERO if result["kid"] < 0 else "")),
         ("precision / recall", f"{result['precision']:.4f} / {result['recall']:.4f}"),
         ("seconds per image", f"{result['seconds_per_image']:.4f}"),
     ]
