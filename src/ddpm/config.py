@@ -8,6 +8,7 @@ field is also a flat command-line option (``--max-steps 2000``, ``--dim-mults 1,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import types
@@ -190,6 +191,11 @@ SECTIONS = ("model", "diffusion", "data", "train", "sample")
 
 def field_index(cls: type = RunConfig) -> dict[str, tuple[str | None, dataclasses.Field, Any]]:
     """Every field by name: (section or None for top-level, the field, its resolved type)."""
+    return dict(_field_index(cls))  # a copy: resolving the type hints is slow, the classes never change
+
+
+@functools.lru_cache(maxsize=None)
+def _field_index(cls: type) -> dict[str, tuple[str | None, dataclasses.Field, Any]]:
     index: dict[str, tuple[str | None, dataclasses.Field, Any]] = {}
     hints = get_type_hints(cls)
     for f in fields(cls):
