@@ -22,7 +22,8 @@ seeds dpm++2m-sde measured 0.111 (karras) and 0.110 (logsnr).
 
 from __future__ import annotations
 
-from typing import Callable
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -33,6 +34,19 @@ from .ancestral import sample_ancestral
 from .common import Callback, ModelFn
 from .ddim import sample_ddim
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
+from .unipc import sample_unipc
+
+
+def _with_order(order: int) -> Callable[..., Tensor]:
+    """sample_unipc with ``order`` fixed (its signature shows order={order} as the default)."""
+    fn = partial(sample_unipc, order=order)
+    fn.__name__ = f"sample_unipc{order}"  # type: ignore[attr-defined]
+    fn.__doc__ = f"UniPC-bh2 of order {order}: :func:`ddpm.sampling.unipc.sample_unipc` with order={order}."
+    return fn
+
+
+sample_unipc2 = _with_order(2)
+sample_unipc3 = _with_order(3)
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ancestral": sample_ancestral,
@@ -40,6 +54,8 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpm++2m": sample_dpmpp_2m,
     "dpm++3m": sample_dpmpp_3m,
     "dpm++2m-sde": sample_dpmpp_2m_sde,
+    "unipc2": sample_unipc2,
+    "unipc3": sample_unipc3,
 }
 
 DEFAULT_GRIDS: dict[str, str] = {
@@ -48,11 +64,17 @@ DEFAULT_GRIDS: dict[str, str] = {
     "dpm++2m": "logsnr",
     "dpm++3m": "logsnr",
     "dpm++2m-sde": "logsnr",
+    "unipc2": "logsnr",
+    "unipc3": "logsnr",
 }
 
-DEFAULT_STEPS: dict[str, int | None] = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20, "dpm++2m-sde": 20}
+DEFAULT_STEPS: dict[str, int | None] = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20, "dpm++2m-sde": 20,
+                                        "unipc2": 10, "unipc3": 10}
 """Model evaluations each sampler takes when the caller does not say (None: all T steps); the
 facade and the command line use these."""
+
+OWN_OPTIONS: dict[str, tuple[str, ...]] = {"ddim": ("eta", "clipped_eps")}
+"""Settings that only some samplers have; :func:`sample` refuses them for the others."""
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:
@@ -71,26 +93,38 @@ def sample(
     *,
     eta: float = 0.0,
     grid: str | None = None,
+    timesteps: Sequence[float] | None = None,
+    t_start: float | None = None,
+    final: str = "clean",
     objective: str = "pred_noise",
     variance_type: str = "fixed_small",
     clip: str | bool | None = "static",
+    threshold_percentile: float = 0.995,
+    threshold_max: float | None = None,
+    clipped_eps: bool = True,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """Run sampler ``name`` from x_T [B, C, H, W] to x_0 [B, C, H, W].
+    """Run sampler ``name`` from x_T [B, C, H, W] (x at the first visited time) to x_0 [B, C, H, W].
 
     ``steps`` model evaluations (None: all T) on ``grid`` (None: the sampler's default,
-    :data:`DEFAULT_GRIDS`). ``eta`` is DDIM's; any other sampler rejects eta != 0 rather than
-    silently ignoring it.
+    :data:`DEFAULT_GRIDS`) from ``t_start`` (None: T-1) down, or the explicit ``timesteps``; the
+    other settings are described in :mod:`ddpm.sampling.common`. ``eta`` and ``clipped_eps`` are
+    DDIM's; any other sampler rejects them at values other than their defaults rather than
+    silently ignoring them.
     """
     fn = get_sampler(name)
     grid = DEFAULT_GRIDS[name] if grid is None else grid
-    options = dict(grid=grid, objective=objective, variance_type=variance_type, clip=clip,
-                   generator=generator, callback=callback)
+    options = dict(grid=grid, timesteps=timesteps, t_start=t_start, final=final, objective=objective,
+                   variance_type=variance_type, clip=clip, threshold_percentile=threshold_percentile,
+                   threshold_max=threshold_max, generator=generator, callback=callback)
+    own = {"eta": (eta, 0.0), "clipped_eps": (clipped_eps, True)}
+    for option, (value, default) in own.items():
+        if value != default and option not in OWN_OPTIONS.get(name, ()):
+            raise ConfigError(
+                f"{option}={value!r} applies only to the 'ddim' sampler; sampler {name!r} has no {option}, "
+                f"so leave it at {default!r}"
+            )
     if name == "ddim":
-        return fn(model_fn, x_T, schedule, steps, eta=eta, **options)
-    if eta != 0:
-        raise ConfigError(
-            f"eta={eta!r} applies only to the 'ddim' sampler; sampler {name!r} has no eta, so leave it at 0"
-        )
+        return fn(model_fn, x_T, schedule, steps, eta=eta, clipped_eps=clipped_eps, **options)
     return fn(model_fn, x_T, schedule, steps, **options)
