@@ -14,7 +14,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..schedules import Schedule
 
-GRIDS = ("uniform", "trailing", "leading", "quadratic", "karras", "logsnr", "linspace", "karras-sigmas", "lu-lambdas")
+GRIDS = ("uniform", "trailing", "leading", "quadratic", "karras", "logsnr", "tapered", "linspace", "karras-sigmas",
+         "lu-lambdas")
 FRACTIONAL_GRIDS = ("karras-sigmas", "lu-lambdas")
 """Grids that land on exact noise levels between the integer timesteps (see ``Schedule.alpha_bar_at``)."""
 
@@ -22,6 +23,9 @@ SIGMA_MAX = 80.0
 """Largest noise level sigma = sqrt((1 - alpha_bar) / alpha_bar) the karras and logsnr grids space
 their steps to (Karras et al. 2022, table 1): alpha < 0.0125, nothing of an image in [-1, 1] is left."""
 LOG_SNR_MIN = -2.0 * math.log(SIGMA_MAX)
+TAPER = 0.75
+"""The ``tapered`` grid's exponent: log-SNR runs from its noisy end as u^TAPER, u = 0..1 evenly
+(1 would be ``logsnr``); measured on the closed-form data (``benchmarks/sampler_grids.py``)."""
 
 
 def _distinct_ascending(ts: np.ndarray, num_timesteps: int) -> list[int]:
@@ -80,6 +84,9 @@ def get_timesteps(
       et al. 2022 eq. 5 (rho = 7) from the schedule's smallest sigma up to top's or
       ``SIGMA_MAX``, whichever is smaller; top is added when the schedule goes beyond.
     - ``logsnr``: uniform in log-SNR over the same range, as the DPM-Solver papers recommend.
+    - ``tapered``: the same range in log-SNR, lambda_i = lambda_noisy + (lambda_0 - lambda_noisy) u_i^0.75
+      (u evenly from 0 to 1): steps shrink towards the data, where a multistep solver's
+      extrapolation of x0_hat errs most (``TAPER``; measured in ``benchmarks/sampler_grids.py``).
     - ``linspace``: diffusers' DPM-Solver ``timestep_spacing="linspace"``: the top ``steps`` of
       ``steps + 1`` evenly spaced points from 0 to top, so t = 0 itself is not visited.
     - ``karras-sigmas``: diffusers' ``use_karras_sigmas=True``: ``steps`` levels from sigma(top)
@@ -118,7 +125,7 @@ def get_timesteps(
         ts = top * np.linspace(0, 1, steps) ** 2
     elif grid == "linspace":
         ts = np.round(np.linspace(0, top, steps + 1))[1:]
-    else:  # karras, logsnr: spaced in noise level between the ends of the schedule
+    else:  # karras, logsnr, tapered: spaced in noise level between the ends of the schedule
         log_snr = _log_snr(schedule)[: n]
         # Steps beyond sigma_max are wasted: the linear schedule ends at log-SNR -10.1 and cosine,
         # whose last betas are clipped, dives to -19.8 in its final 5 steps. Space the grid down to
@@ -127,6 +134,8 @@ def get_timesteps(
         end, k = (LOG_SNR_MIN, steps - 1) if capped else (log_snr[-1], steps)
         if grid == "logsnr":
             targets = np.linspace(log_snr[0], end, k)
+        elif grid == "tapered":
+            targets = end + (log_snr[0] - end) * np.linspace(0, 1, k)[::-1] ** TAPER
         else:
             lo, hi = np.exp(-0.5 * log_snr[0] / rho), np.exp(-0.5 * end / rho)  # sigma^(1/rho)
             targets = -2 * rho * np.log(lo + np.linspace(0, 1, k) * (hi - lo))  # sigma -> log-SNR

@@ -123,7 +123,7 @@ def sample_unipc(
     schedule: Schedule,
     steps: int | None = None,
     *,
-    grid: str = "logsnr",
+    grid: str = "tapered",
     timesteps: Sequence[float] | None = None,
     t_start: float | None = None,
     final: str = "clean",
