@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddpm.errors import ConfigError
-from ddpm.sampling import GRIDS, get_timesteps
+from ddpm.sampling import FRACTIONAL_GRIDS, GRIDS, get_timesteps
 from ddpm.schedules import get_schedule
 
 LINEAR = get_schedule("linear", 1000)
@@ -69,7 +69,8 @@ def test_cosine_grids_do_not_crowd_its_last_steps():
 
 @pytest.mark.parametrize("grid", GRIDS)
 def test_full_and_single_step(grid):
-    assert get_timesteps(grid, LINEAR, 1000) == list(range(1000))
+    if grid not in FRACTIONAL_GRIDS:  # those place 1000 exact noise levels, not the 1000 timesteps
+        assert get_timesteps(grid, LINEAR, 1000) == list(range(1000))
     # one step starts where the noise is (leading starts at 0 by its definition)
     assert get_timesteps(grid, LINEAR, 1) == ([0] if grid == "leading" else [999])
 
@@ -96,7 +97,7 @@ def test_zero_terminal_snr_keeps_the_last_step_and_spaces_the_rest(grid):
 def test_every_grid_gives_distinct_ascending_steps(T, frac, grid, name, zero_snr):
     steps = 1 + round(frac * (T - 1))
     ts = get_timesteps(grid, get_schedule(name, T, zero_terminal_snr=zero_snr), steps)
-    assert len(ts) == steps and all(isinstance(t, int) for t in ts)
+    assert len(ts) == steps and (grid in FRACTIONAL_GRIDS or all(isinstance(t, int) for t in ts))
     assert ts[0] >= 0 and ts[-1] <= T - 1
     assert all(a < b for a, b in zip(ts, ts[1:]))
     if grid != "leading":  # the others start sampling from the noisiest step
@@ -107,7 +108,8 @@ def test_every_grid_gives_distinct_ascending_steps(T, frac, grid, name, zero_snr
     "grid, steps, message",
     [
         ("nope", 10,
-         "unknown timestep grid 'nope'; choose one of uniform, trailing, leading, quadratic, karras, logsnr"),
+         "unknown timestep grid 'nope'; choose one of uniform, trailing, leading, quadratic, karras, logsnr, tapered, "
+         "linspace, karras-sigmas, lu-lambdas"),
         ("uniform", 0, "steps must be an integer from 1 to the 1000 training timesteps; got 0"),
         ("uniform", 1001, "steps must be an integer from 1 to the 1000 training timesteps; got 1001"),
         ("uniform", 2.5, "steps must be an integer from 1 to the 1000 training timesteps; got 2.5"),

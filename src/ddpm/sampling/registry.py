@@ -130,7 +130,7 @@ def sample(
         if value != default and option not in OWN_OPTIONS.get(name, ()):
             raise ConfigError(
                 f"{option}={value!r} applies only to the 'ddim' sampler; sampler {name!r} has no {option}, "
-                f"so leave it at {default!r}"
+                f"so leave it at {default if isinstance(default, bool) else format(default, 'g')}"
             )
     if name == "ddim":
         return fn(model_fn, x_T, schedule, steps, eta=eta, clipped_eps=clipped_eps, **options)
