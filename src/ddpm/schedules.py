@@ -147,12 +147,11 @@ class Schedule:
         lo = t.floor().long().clamp(max=T - 1)
         hi = (lo + 1).clamp(max=T - 1)
         w = t - lo
-        with torch.no_grad():
-            ls = torch.log(ab) - torch.log1p(-ab)  # +inf cannot occur: alpha_bar < 1 for betas > 0
-        finite = torch.isfinite(ls[lo]) & torch.isfinite(ls[hi])
-        by_snr = torch.sigmoid(torch.lerp(ls[lo], torch.where(finite, ls[hi], ls[lo]), w))
-        by_ab = torch.lerp(ab[lo], ab[hi], w)
-        return torch.where(w == 0, ab[lo], torch.where(finite, by_snr, by_ab))
+        a_lo, a_hi = ab[lo], ab[hi]
+        ls_lo, ls_hi = torch.log(a_lo) - torch.log1p(-a_lo), torch.log(a_hi) - torch.log1p(-a_hi)  # never +inf
+        finite = torch.isfinite(ls_lo) & torch.isfinite(ls_hi)
+        by_snr = torch.sigmoid(torch.lerp(ls_lo, torch.where(finite, ls_hi, ls_lo), w))
+        return torch.where(w == 0, a_lo, torch.where(finite, by_snr, torch.lerp(a_lo, a_hi, w)))
 
     def to(self, device: torch.device | str) -> "Schedule":
         """The same schedule on ``device``: float64 everywhere except Apple MPS (float32 only)."""
