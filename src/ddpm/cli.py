@@ -99,6 +99,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         classes=args.cls,
         per_class=args.per_class,
         guidance_scale=args.guidance_scale,
+        final=args.final,
+        threshold_percentile=args.threshold_percentile,
+        threshold_max=args.threshold_max,
+        clipped_eps=False if args.no_clipped_eps else None,
         use_ema=not args.no_ema,
         device=args.device,
         overwrite=args.overwrite,
@@ -119,7 +123,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     sample = None
     given = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance_scale": args.guidance_scale,
-             "grid": args.grid, "clip": args.clip}
+             "grid": args.grid, "clip": args.clip, "final": args.final, "threshold_percentile": args.threshold_percentile,
+             "threshold_max": args.threshold_max, "clipped_eps": False if args.no_clipped_eps else None}
     if any(v is not None for v in given.values()):
         sample = replace(read_checkpoint(args.run).config.sample, **{k: v for k, v in given.items() if v is not None})
     settings = EvalSettings(
@@ -168,6 +173,14 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_sampler_extras(parser: argparse.ArgumentParser) -> None:
+    """The final-step and thresholding settings of ``ddpm sample`` and ``ddpm eval``."""
+    parser.add_argument("--final", help="where the last step ends: clean (alpha_bar = 1) or t0 (timestep 0's noise)")
+    parser.add_argument("--threshold-percentile", type=float, help="--clip dynamic: percentile of |x0| (0.995)")
+    parser.add_argument("--threshold-max", type=float, help="--clip dynamic: largest threshold (0: none)")
+    parser.add_argument("--no-clipped-eps", action="store_true", help="ddim: keep the model's eps beside the clipped x0")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="ddpm",
@@ -196,11 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of images (per class with --per-class)")
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    sample.add_argument("--sampler", help="ancestral, ddim, dpm++2m, dpm++3m or dpm++2m-sde (default: the run's)")
+    sample.add_argument("--sampler", help="ancestral, ddim, dpm++2m, dpm++3m, dpm++2m-sde, unipc2 or unipc3 "
+                        "(default: the run's)")
     sample.add_argument("--steps", type=int, help="model evaluations (default: the sampler's)")
     sample.add_argument("--eta", type=float, help="DDIM noise: 0 deterministic, 1 ancestral-like")
-    sample.add_argument("--grid", help="timestep grid: uniform, trailing, leading, quadratic, karras, logsnr")
+    sample.add_argument("--grid", help="timestep grid: uniform, trailing, leading, quadratic, karras, logsnr, tapered, "
+                        "linspace, karras-sigmas, lu-lambdas")
     sample.add_argument("--clip", help="clipping of the predicted x0: static, dynamic or none")
+    add_sampler_extras(sample)
     sample.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                         help="draw this class (repeat for several); class-conditional models only")
     sample.add_argument("--per-class", action="store_true", help="--n images of each class, one grid row per class")
@@ -229,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--guidance-scale", type=float)
     ev.add_argument("--grid")
     ev.add_argument("--clip")
+    add_sampler_extras(ev)
     ev.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                     help="class-conditional runs: draw only these classes, in turn (repeat the option; default: all)")
     ev.add_argument("--cache-dir", metavar="DIR", help="classifier and statistics cache (default ~/.cache/torch-ddpm/eval)")

@@ -107,6 +107,10 @@ class SampleConfig:
     guidance_scale: float = 1.0
     clip: str = "static"
     grid: str = ""  # empty: the sampler's default timestep grid
+    final: str = "clean"  # the last step's end: clean (alpha_bar = 1) or t0 (the noise level of timestep 0)
+    threshold_percentile: float = 0.995  # clip = "dynamic": the percentile of |x_0| (Imagen)
+    threshold_max: float = 0.0  # clip = "dynamic": the largest threshold s (0: no maximum)
+    clipped_eps: bool = True  # ddim: eps re-derived from the clipped x_0 (false: the model's own)
 
 
 @dataclass
