@@ -17,6 +17,7 @@ from .schedules import Schedule
 
 OBJECTIVES = ("pred_noise", "pred_x0", "pred_v")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+CLIP_MODES = ("static", "dynamic", "none")
 
 
 def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:
@@ -149,7 +150,7 @@ def clip_x0(x0: Tensor, clip: str | bool | None, percentile: float = 0.995, max_
         return dynamic_threshold(x0, percentile, max_value)
     if clip in (False, None, "none"):
         return x0
-    raise ConfigError(f"unknown clip mode {clip!r}; choose one of static, dynamic, none")
+    raise ConfigError(f"unknown clip mode {clip!r}; choose one of {', '.join(CLIP_MODES)}")
 
 
 # ---- reverse process p ----------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..diffusion import OBJECTIVES, VARIANCE_TYPES, check_choice, clip_x0, split_output
+from ..diffusion import CLIP_MODES, OBJECTIVES, VARIANCE_TYPES, check_choice, clip_x0, split_output
 from ..errors import ConfigError
 from ..schedules import Schedule
 
@@ -112,8 +112,8 @@ def check_options(
     check_choice("objective", objective, OBJECTIVES)
     check_choice("variance type", variance_type, VARIANCE_TYPES)
     check_choice("final step", final, FINALS)
-    if clip not in (True, False, None, "static", "dynamic", "none"):
-        raise ConfigError(f"unknown clip mode {clip!r}; choose one of static, dynamic, none")
+    if clip not in (True, False, None, *CLIP_MODES):
+        raise ConfigError(f"unknown clip mode {clip!r}; choose one of {', '.join(CLIP_MODES)}")
     if not 0.0 < threshold_percentile <= 1.0:
         raise ConfigError(f"threshold_percentile must lie in (0, 1] (Imagen: 0.995); got {threshold_percentile!r}")
     if threshold_max is not None and not threshold_max > 0:
