@@ -175,10 +175,14 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 def add_sampler_extras(parser: argparse.ArgumentParser) -> None:
     """The final-step and thresholding settings of ``ddpm sample`` and ``ddpm eval``."""
-    parser.add_argument("--final", help="where the last step ends: clean (alpha_bar = 1) or t0 (timestep 0's noise)")
-    parser.add_argument("--threshold-percentile", type=float, help="--clip dynamic: percentile of |x0| (0.995)")
-    parser.add_argument("--threshold-max", type=float, help="--clip dynamic: largest threshold (0: none)")
-    parser.add_argument("--no-clipped-eps", action="store_true", help="ddim: keep the model's eps beside the clipped x0")
+    parser.add_argument("--final", help="where the last step ends: clean (alpha_bar = 1) or t0 (timestep 0's noise "
+                        "level); default: the run's (clean)")
+    parser.add_argument("--threshold-percentile", type=float,
+                        help="--clip dynamic: the percentile of |x0| that sets the threshold; default: the run's (0.995)")
+    parser.add_argument("--threshold-max", type=float,
+                        help="--clip dynamic: the largest threshold, 0: none; default: the run's (0)")
+    parser.add_argument("--no-clipped-eps", action="store_true",
+                        help="ddim: keep the model's eps beside the clipped x0 (default: re-derive it from the clipped x0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,12 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of images (per class with --per-class)")
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    sample.add_argument("--sampler", help="ancestral, ddim, dpm++2m, dpm++3m, dpm++2m-sde, unipc2 or unipc3 "
-                        "(default: the run's)")
+    sample.add_argument("--sampler", help="ancestral, ddim, dpm++2m, dpm++3m or dpm++2m-sde (default: the run's)")
     sample.add_argument("--steps", type=int, help="model evaluations (default: the sampler's)")
     sample.add_argument("--eta", type=float, help="DDIM noise: 0 deterministic, 1 ancestral-like")
-    sample.add_argument("--grid", help="timestep grid: uniform, trailing, leading, quadratic, karras, logsnr, tapered, "
-                        "linspace, karras-sigmas, lu-lambdas")
+    sample.add_argument("--grid", help="timestep grid: uniform, trailing, leading, quadratic, karras, logsnr")
     sample.add_argument("--clip", help="clipping of the predicted x0: static, dynamic or none")
     add_sampler_extras(sample)
     sample.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
