@@ -12,7 +12,13 @@ Lower is better; the table printed is the one in ``ddpm/sampling/registry.py``'s
 deterministic samplers' rows have no sampling noise beyond the fixed x_T; the stochastic ones
 (ancestral, dpm++2m-sde) move by about 0.01 with ``--seed``.
 
-    OMP_NUM_THREADS=1 python benchmarks/sampler_grids.py            # about a minute
+A second table gives the precision target of the default sampler (``PRECISION``): the relative
+error of the standard deviation of N(0.1, 0.25^2) data at 10 and 20 steps (linear schedule,
+T = 1000, no clipping), computed exactly: a deterministic sampler driven by the exact denoiser of
+Gaussian data is an affine map of x_T, so std = |y(1) - y(0)| with no sampling noise. The
+default sampler's grid is the one with the smallest summed error among those that meet it.
+
+    OMP_NUM_THREADS=1 python benchmarks/sampler_grids.py            # about two minutes
 """
 
 from __future__ import annotations
@@ -27,6 +33,21 @@ from ddpm.schedules import get_schedule
 
 MEAN, STD = 0.3, 0.2
 MODES, MODE_STD, WEIGHTS = (-0.5, 0.5), (0.1, 0.1), (0.3, 0.7)
+PRECISION = ("dpm++2m", 0.1, 0.25, {10: 0.02, 20: 0.01})  # sampler, data mean and std, max |std error| / std
+DETERMINISTIC = ("ddim", "dpm++2m", "dpm++3m", "unipc2", "unipc3")
+
+
+def std_error(name: str, grid: str, steps: int) -> float:
+    """(std of the samples - 0.25) / 0.25 for N(0.1, 0.25^2) data, exactly (see the module docstring)."""
+    _, mean, std, _ = PRECISION
+    s = get_schedule("linear", 1000)
+    x = torch.tensor([0.0, 1.0], dtype=torch.float64).reshape(2, 1, 1, 1)
+    y = sample(name, gaussian_model(s, mean, std), x, s, steps, grid=grid, clip=None).flatten()
+    return (y[1] - y[0]).abs().item() / std - 1.0
+
+
+def meets_precision(name: str, grid: str) -> bool:
+    return all(abs(std_error(name, grid, n)) <= limit for n, limit in PRECISION[3].items())
 
 
 def noise(n: int, seed: int) -> torch.Tensor:
@@ -65,13 +86,24 @@ def main() -> None:
     args = ap.parse_args()
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     errors = grid_errors(samplers, args.images, args.seed)
-    print(" " * 13 + "".join(f"{g:>10}" for g in GRIDS))
+    width = max(len(g) for g in GRIDS) + 1
+    print(" " * 13 + "".join(f"{g:>{width}}" for g in GRIDS))
     for name in samplers:
-        best = min(GRIDS, key=lambda g: errors[(name, g)])
-        cells = "".join(f"{('*' if g == best else '') + format(errors[(name, g)], '.3f'):>10}" for g in GRIDS)
+        allowed = [g for g in GRIDS if name != PRECISION[0] or meets_precision(name, g)] or list(GRIDS)
+        best = min(allowed, key=lambda g: errors[(name, g)])
+        cells = "".join(f"{('*' if g == best else '') + format(errors[(name, g)], '.3f'):>{width}}" for g in GRIDS)
         note = "" if best == DEFAULT_GRIDS[name] else f"   (default is {DEFAULT_GRIDS[name]})"
         print(f"{name:<13}{cells}{note}")
-    print("\n* = the smallest error; DEFAULT_GRIDS should name it")
+    print(f"\n* = the smallest error ({PRECISION[0]}: among the grids that meet its precision target); "
+          "DEFAULT_GRIDS should name it")
+    name, mean, std, limits = PRECISION
+    print(f"\n(std - {std}) / {std} in %, N({mean}, {std}^2) data, linear schedule, exact; target "
+          + ", ".join(f"{100 * v:g}% at {n} steps" for n, v in limits.items()))
+    print(" " * 13 + "".join(f"{g:>{width}}" for g in GRIDS))
+    for name in [n for n in samplers if n in DETERMINISTIC]:
+        for n in limits:
+            cells = "".join(f"{100 * std_error(name, g, n):>+{width}.2f}" for g in GRIDS)
+            print(f"{name + ' @' + str(n):<13}{cells}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ comparable across N.
         --data-dir ../shared/data/mnist --num-samples 2000 --long-samplers ancestral
 
 (the command behind the table in benchmarks/README.md; ``--long-num-samples`` draws fewer images
-for the 1000-step cells, ``--long-samplers`` limits which samplers run them.)
+for the 1000-step cells, ``--long-samplers`` limits which samplers run them.) A sampler may be
+given with a grid, ``unipc3:logsnr``; without one it runs on its default grid. The verdict also
+answers the 10-evaluation question: which sampler (and grid) at 10 model evaluations comes
+closest to the 1000-step ancestral cell, and is it within ``TEN[2]`` times its distance.
 
 A missing ``--run-dir`` is trained first from ``--config`` for at most ``--train-minutes``.
 Results go to ``<out-dir>/results.json`` cell by cell, so an interrupted run continues where it
@@ -55,13 +58,15 @@ from ddpm.eval import (
 from ddpm.errors import CheckpointError
 from ddpm.fileio import atomic_write_text
 from ddpm.generate import load_for_sampling
+from ddpm.sampling import DEFAULT_GRIDS, get_sampler, get_timesteps
 from ddpm.training.batches import derived_seed
 from ddpm.viz import save_grid
 
-DEFAULT_SAMPLERS = ("ancestral", "ddim", "dpm++2m", "dpm++3m", "dpm++2m-sde")
+DEFAULT_SAMPLERS = ("ancestral", "ddim", "dpm++2m", "dpm++3m", "dpm++2m-sde", "unipc2", "unipc3")
 DEFAULT_STEPS = (10, 20, 50, 100, 1000)
 TARGET = ("dpm++2m", 20, "ancestral", 1000, 1.10)  # candidate, its steps, reference, its steps, max ratio
 ALSO = (("dpm++2m-sde", 20), ("dpm++2m", 100))  # other cells set against the same reference
+TEN = (10, ("ancestral", 1000), 1.30)  # model evaluations, reference cell, max ratio: the best cell at 10
 
 
 # ---- the feature extractor and the real-data statistics (cached) ------------------------------
@@ -122,6 +127,12 @@ def load_or_train_model(run_dir: Path, config_path: str, data_dir: str, train_mi
 # ---- one cell ------------------------------------------------------------------------------
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``"unipc3:logsnr"`` -> ("unipc3", "logsnr"); ``"ddim"`` -> ("ddim", None): its default grid."""
+    name, _, grid = spec.partition(":")
+    return name, grid or None
+
+
 @torch.inference_mode()
 def draw(diffusion, x_T: torch.Tensor, sampler: str, steps: int, batch_size: int, seed: int):
     """Images [N, C, H, W] in [0, 1] from noise ``x_T`` [N, C, H, W]; sampling seconds; model
@@ -134,7 +145,8 @@ def draw(diffusion, x_T: torch.Tensor, sampler: str, steps: int, batch_size: int
             noise = x_T[start : start + batch_size]
             g = torch.Generator().manual_seed(derived_seed(seed, i))  # the ancestral sampler's per-step noise
             began = time.perf_counter()
-            out.append(diffusion.sample(noise.shape[0], sampler=sampler, steps=steps, noise=noise, generator=g))
+            name, grid = split_spec(sampler)
+            out.append(diffusion.sample(noise.shape[0], sampler=name, steps=steps, grid=grid, noise=noise, generator=g))
             seconds += time.perf_counter() - began
     finally:
         hook.remove()
@@ -194,9 +206,19 @@ def verdict(results: dict, common: int) -> str:
     """The issue's target: the candidate's FID-style distance at most ``limit`` times the reference's,
     both at N = ``common`` (FID's bias depends on N); KID, unbiased, as a second opinion."""
     cand, cand_steps, ref, ref_steps, limit = TARGET
+    nfe, (ten_ref, ten_ref_steps), ten_limit = TEN
+    tens = {k: c for k, c in results["cells"].items() if round(c["nfe"]) == nfe}
+    r = results["cells"].get(f"{ten_ref}@{ten_ref_steps}")
+    ten = ""
+    if tens and r is not None:
+        best = min(tens, key=lambda k: block_estimate(tens[k])[0])
+        ratio10 = block_estimate(tens[best])[0] / block_estimate(r)[0]
+        ten = (f"\nbest at {nfe} model evaluations: {best} (FID-style {block_estimate(tens[best])[0]:.3f}), "
+               f"{ratio10:.3f}x {ten_ref}@{ten_ref_steps} ({'within' if ratio10 <= ten_limit else 'NOT within'} "
+               f"{ten_limit:.2f}x); KID {tens[best]['kid'] * 1e3:.2f}e-3 against {r['kid'] * 1e3:.2f}e-3")
     a, b = results["cells"].get(f"{cand}@{cand_steps}"), results["cells"].get(f"{ref}@{ref_steps}")
     if a is None or b is None:
-        return f"target: needs both {cand}@{cand_steps} and {ref}@{ref_steps} in the grid"
+        return f"target: needs both {cand}@{cand_steps} and {ref}@{ref_steps} in the grid" + ten
     same_x = a["fid_blocks"][0] / b["fid_blocks"][0]
     ratio = block_estimate(a)[0] / block_estimate(b)[0]
     floor = block_estimate(results["real"])[0] if "real" in results else 0.0
@@ -212,7 +234,7 @@ def verdict(results: dict, common: int) -> str:
         f"target {cand}@{cand_steps} / {ref}@{ref_steps} <= {limit:.2f} at N = {common}: ratio {ratio:.3f} "
         f"({'met' if ratio <= limit else 'NOT met'}) with {b['nfe'] / a['nfe']:.0f}x fewer model evaluations\n"
         f"  first {common} images only (same x_T): {same_x:.3f}; above the real-data floor {floor:.3f}: {excess:.3f}; "
-        f"KID ratio: {kid_ratio:.3f}" + also
+        f"KID ratio: {kid_ratio:.3f}" + also + ten
     )
 
 
@@ -233,7 +255,8 @@ def parse_args(argv=None):
                    help="classifier and real-data statistics cache")
     p.add_argument("--out-dir", default="", help="results.json and sample grids (default: <cache-dir>/sampler_quality/<run name>)")
     p.add_argument("--classifier-epochs", type=int, default=10)
-    p.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS))
+    p.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS),
+                   help="comma-separated; SAMPLER:GRID runs a sampler on another grid (ddim:logsnr)")
     p.add_argument("--steps", type=int_list, default=DEFAULT_STEPS, help="comma-separated step counts")
     p.add_argument("--num-samples", type=int, default=2000, help="images per cell")
     p.add_argument("--long-num-samples", type=int, default=0,
@@ -292,6 +315,10 @@ def main(argv=None) -> None:
     _, sec, nfe = draw(diffusion, x_T[: args.batch_size], "ddim", 5, args.batch_size, args.seed)
     ms = 1000 * sec / (nfe * args.batch_size)
     long_samplers = [s.strip() for s in args.long_samplers.split(",") if s.strip()] or samplers
+    for spec in samplers:  # a bad name or grid fails here, not after an hour of other cells
+        name, grid = split_spec(spec)
+        get_sampler(name)
+        get_timesteps(grid or DEFAULT_GRIDS[name], diffusion.schedule, min(min(args.steps), diffusion.num_timesteps))
     todo = [(s, k) for k in sorted(args.steps) for s in samplers
             if f"{s}@{k}" not in results["cells"] and (k < args.long_from or s in long_samplers)]
     estimate = sum(k * n_of[k] for _, k in todo) * ms / 1000

@@ -42,6 +42,12 @@ def test_train_then_sample(tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--n", "2", "--seed", "4", "--out", str(tmp_path / "c"), "--sampler", "dpm++2m",
                  "--steps", "5", "--no-ema"]) == 0
     assert (tmp_path / "c" / "00001.png").read_bytes() != (tmp_path / "a" / "00001.png").read_bytes()
+    # the final step and thresholding settings reach the sampler: t0 keeps timestep 0's noise
+    common = ["sample", "--run", str(run), "--n", "2", "--seed", "4", "--sampler", "unipc3", "--steps", "5"]
+    assert main([*common, "--out", str(tmp_path / "d")]) == 0
+    assert main([*common, "--out", str(tmp_path / "e"), "--final", "t0", "--clip", "dynamic",
+                 "--threshold-percentile", "0.9", "--threshold-max", "1.5"]) == 0
+    assert (tmp_path / "d" / "grid.png").read_bytes() != (tmp_path / "e" / "grid.png").read_bytes()
     # an existing, non-empty output directory is left alone
     assert main(["sample", "--run", str(run), "--n", "2", "--out", str(tmp_path / "a")]) == 2
     assert "is not empty" in capsys.readouterr().err
@@ -189,6 +195,9 @@ def test_sample_checks_its_options_before_making_the_output_directory(tmp_path, 
                          (["--steps", "5000"], "steps must be an integer from 1 to the 20 training timesteps"),
                          (["--grid", "foo"], "unknown timestep grid 'foo'"),
                          (["--clip", "foo"], "unknown clip mode 'foo'"),
+                         (["--final", "end"], "unknown final step 'end'; choose one of clean, t0"),
+                         (["--threshold-percentile", "0"], "threshold_percentile must lie in (0, 1]"),
+                         (["--sampler", "unipc2", "--no-clipped-eps"], "--no-clipped-eps applies only to the ddim sampler"),
                          (["--guidance-scale", "3"], "--guidance-scale needs a class-conditional run")):
         out = tmp_path / "never"
         assert main(["sample", "--run", str(run), "--out", str(out), *bad]) == 2

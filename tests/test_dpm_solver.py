@@ -112,8 +112,10 @@ def test_first_order_sde_sampler_equals_ddim_with_eta_one():
     model = gaussian_model(s, 0.3, 0.2)
     x_T = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ddim = sample_ddim(model, x_T, s, 15, grid="logsnr", eta=1.0, clip=None, generator=torch.Generator().manual_seed(1))
-    sde = _multistep(1, model, x_T, s, 15, "logsnr", "pred_noise", "fixed_small", None, None, True,
-                     torch.Generator().manual_seed(1), stochastic=True)
+    sde = _multistep(1, model, x_T, s, 15, grid="logsnr", timesteps=None, t_start=None, final="clean",
+                     objective="pred_noise", variance_type="fixed_small", clip=None, threshold_percentile=0.995,
+                     threshold_max=None, callback=None, lower_order_final=True,
+                     generator=torch.Generator().manual_seed(1), stochastic=True)
     torch.testing.assert_close(sde, ddim, rtol=1e-9, atol=1e-9)
 
 

@@ -167,3 +167,49 @@ def test_label_dropout_sends_p_uncond_of_the_labels_to_the_null_label():
     no_drop = GaussianDiffusion(_LabelRecorder(), image_size=2, timesteps=10, p_uncond=0.0)
     no_drop.loss_terms(images, labels)
     assert bool((no_drop.model.seen[-1] == 3).all())
+
+
+def test_starting_points_through_the_facade():
+    """x_start (images in [0, 1]) noised to t_start, noise taken as x at t_start, explicit
+    timesteps: with the exact denoiser of N(0.3, 0.2^2) data (in [-1, 1]) inside the facade,
+    images drawn from the data come back from t_start = 500 with the data's statistics."""
+    from ddpm.analytic import gaussian_model
+    from ddpm.sampling import sample as run_sampler
+
+    class Exact(torch.nn.Module):
+        channels = 1
+
+        def __init__(self, schedule):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))  # a parameter, for the device
+            self.fn = gaussian_model(schedule, 0.3, 0.2)
+
+        def forward(self, x, t):
+            return self.fn(x, t)
+
+    from ddpm import get_schedule
+
+    diffusion = GaussianDiffusion(Exact(get_schedule("linear", 1000)), 4, auto_normalize=False)
+    g = torch.Generator().manual_seed(0)
+    data = 0.3 + 0.2 * torch.randn(2000, 1, 4, 4, generator=g)
+    calls = []
+    hook = diffusion.model.register_forward_hook(lambda m, args, out: calls.append(args[1][0].item()))
+    out = diffusion.sample(2000, sampler="dpm++2m", steps=10, x_start=data, t_start=500, clip=None, generator=g)
+    hook.remove()
+    assert calls[0] == 500 and len(calls) == 10
+    assert out.mean().item() == pytest.approx(0.3, abs=0.004) and out.std().item() == pytest.approx(0.2, abs=0.004)
+    # each image is kept as far as x_t knows it: the ODE maps x_t affinely, so corr(out, x_0) is
+    # corr(x_t, x_0) = a s / sqrt(a^2 s^2 + 1 - a^2) (32,000 pixels: standard error 0.006)
+    a = diffusion.schedule.alpha_bar_at(500).sqrt().item()
+    corr = torch.corrcoef(torch.stack([out.flatten(), data.flatten()]))[0, 1].item()
+    assert corr == pytest.approx(a * 0.2 / (a * a * 0.04 + 1 - a * a) ** 0.5, abs=0.02)
+    # noise= is x at the first visited time; timesteps= lists the times (steps and grid unused)
+    x = torch.randn(8, 1, 4, 4, generator=g)
+    ts = [700, 350.5, 100, 0]
+    got = diffusion.sample(8, sampler="unipc3", noise=x, timesteps=ts, final="t0", clip=None)
+    want = run_sampler("unipc3", diffusion.model.fn, x, diffusion.schedule, timesteps=ts, final="t0", clip=None)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ConfigError, match="x_start holds 2000 images for a batch of 4; give one per image"):
+        diffusion.sample(4, x_start=data, t_start=500)
+    with pytest.raises(ConfigError, match="clipped_eps=False applies only to the 'ddim' sampler"):
+        diffusion.sample(4, sampler="dpm++2m", clipped_eps=False)

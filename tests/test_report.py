@@ -94,12 +94,12 @@ def test_eval_command_and_its_errors(runs, capsys):
                  "--sampler", "dpm++2m"]) == 0
     out = capsys.readouterr().out
     # the steps come from the run's [sample] (4), the grid is dpm++2m's default, written out as used
-    assert "FID" in out and "dpm++2m, 4 steps on the logsnr grid" in out and "written to" in out
+    assert "FID" in out and "dpm++2m, 4 steps on the tapered grid" in out and "written to" in out
     # --steps 0 is the sampler's default (dpm++2m: 20, here all T = 20), printed and written as used
     assert main(["eval", "--run", str(plain), "--num-samples", "4", "--bpd-images", "0", "--cache-dir", str(cache),
                  "--sampler", "dpm++2m", "--steps", "0"]) == 0
     out = capsys.readouterr().out
-    assert "with dpm++2m (20 steps, logsnr grid)" in out and "dpm++2m, 20 steps on the logsnr grid" in out
+    assert "with dpm++2m (20 steps, tapered grid)" in out and "dpm++2m, 20 steps on the tapered grid" in out
     assert main(["eval", "--run", str(plain), "--features", "inception", "--cache-dir", str(cache / "empty")]) == 2
     assert "need pytorch-fid's weights file" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--num-samples must be at least 2"):

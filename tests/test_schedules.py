@@ -110,3 +110,28 @@ def test_bad_schedules_are_refused_in_one_sentence(call, message):
     with pytest.raises(ConfigError) as err:
         call()
     assert message in str(err.value)
+
+
+def test_alpha_bar_at_fractional_times():
+    """Whole timesteps give alphas_cumprod exactly; between them log-SNR is linear in t; next to a
+    zero-SNR last step alpha_bar itself is (it still reaches 0)."""
+    s = get_schedule("cosine", 1000)
+    ab = s.alphas_cumprod
+    assert torch.equal(s.alpha_bar_at(torch.arange(1000.0)), ab)
+    assert s.alpha_bar_at(7) == ab[7] and s.alpha_bar_at([0.0, 999.0]).tolist() == [ab[0].item(), ab[-1].item()]
+    ls = s.log_snr
+    for t, w in [(10, 0.25), (500, 0.5), (998, 0.9)]:
+        got = s.alpha_bar_at(t + w)
+        assert math.log(got / (1 - got)) == pytest.approx(((1 - w) * ls[t] + w * ls[t + 1]).item(), rel=1e-12)
+    z = get_schedule("linear", 1000, zero_terminal_snr=True)
+    assert z.alpha_bar_at(998.5).item() == pytest.approx(0.5 * z.alphas_cumprod[998].item(), rel=1e-12)
+    assert z.alpha_bar_at(999.0).item() == 0.0
+    for bad in (-0.5, 999.5, float("nan")):
+        with pytest.raises(ConfigError, match=r"timesteps must lie in \[0, 999\]"):
+            s.alpha_bar_at(bad)
+
+
+def test_from_alpha_bars_is_the_chain_with_those_levels():
+    s = Schedule.from_alpha_bars([0.9, 0.5, 0.1])
+    torch.testing.assert_close(s.alphas_cumprod, torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64))
+    torch.testing.assert_close(s.betas, torch.tensor([0.1, 1 - 0.5 / 0.9, 0.8], dtype=torch.float64))

@@ -20,6 +20,7 @@ from .sampling import (
     sample_ddim,
     sample_dpmpp_2m,
     sample_dpmpp_3m,
+    sample_unipc,
 )
 from .schedules import Schedule, get_schedule
 
@@ -42,5 +43,6 @@ __all__ = [
     "sample_ddim",
     "sample_dpmpp_2m",
     "sample_dpmpp_3m",
+    "sample_unipc",
     "training_losses",
 ]

@@ -13,12 +13,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .diffusion import OBJECTIVES, check_choice, extract, v_from_x0_eps
+from .diffusion import OBJECTIVES, check_choice
 from .sampling.common import ModelFn
 from .schedules import Schedule
 
 
-def _as_output(s: Schedule, objective: str, xt: Tensor, t: Tensor, eps: Tensor, x0: Tensor) -> Tensor:
+def _as_output(objective: str, a: Tensor, sigma: Tensor, eps: Tensor, x0: Tensor) -> Tensor:
     """Express the exact (eps, x_0) pair as the output of a network trained for ``objective``.
 
     Both are computed directly: recovering x_0 from eps divides by sqrt(alpha_bar), which is 0 at
@@ -26,25 +26,30 @@ def _as_output(s: Schedule, objective: str, xt: Tensor, t: Tensor, eps: Tensor, 
     """
     if objective == "pred_noise":
         return eps
-    return x0 if objective == "pred_x0" else v_from_x0_eps(s, x0, t, eps)
+    return x0 if objective == "pred_x0" else a * eps - sigma * x0  # v (Salimans & Ho 2022)
+
+
+def _alpha(s: Schedule, t: Tensor) -> Tensor:
+    """sqrt(alpha_bar) at t [B] (integer or fractional: ``Schedule.alpha_bar_at``), float64 [B]."""
+    return s.alpha_bar_at(t.double()).sqrt()
 
 
 def gaussian_model(s: Schedule, mean: float, std: float, objective: str = "pred_noise") -> ModelFn:
     """The exact network for data x_0 ~ N(mean, std^2 I), every pixel independent.
 
     x_t = a x_0 + sigma eps with a = sqrt(alpha_bar_t), sigma^2 = 1 - alpha_bar_t, so
-    E[eps | x_t] = sigma (x_t - a mean) / (a^2 std^2 + sigma^2).
+    E[eps | x_t] = sigma (x_t - a mean) / (a^2 std^2 + sigma^2). Fractional t is understood as
+    ``Schedule.alpha_bar_at`` interpolates it.
     """
     check_choice("objective", objective, OBJECTIVES)
 
     def model_fn(xt: Tensor, t: Tensor) -> Tensor:
-        t = t.long()
-        a = extract(s.sqrt_alphas_cumprod, t, xt).double()
+        a = _alpha(s, t).to(xt.device).reshape(-1, *((1,) * (xt.ndim - 1)))
         var_t = 1.0 - a**2
         resid = (xt.double() - a * mean) / (a**2 * std**2 + var_t)
         eps = var_t.sqrt() * resid
         x0 = mean + a * std**2 * resid  # E[x_0 | x_t]
-        return _as_output(s, objective, xt.double(), t, eps, x0).to(xt.dtype)
+        return _as_output(objective, a, var_t.sqrt(), eps, x0).to(xt.dtype)
 
     return model_fn
 
@@ -70,9 +75,8 @@ def mixture_model(
     w = w / w.sum()
 
     def model_fn(xt: Tensor, t: Tensor) -> Tensor:
-        t = t.long()
         x = xt.double().flatten(1)  # [B, D]
-        a = s.sqrt_alphas_cumprod.to(t.device)[t].double()[:, None]  # [B, 1]
+        a = _alpha(s, t).to(x.device)[:, None]  # [B, 1]
         sigma2 = 1.0 - a**2
         mk, sk, wk = m.to(x.device), sd.to(x.device), w.to(x.device)
         v = a**2 * sk**2 + sigma2  # [B, K]
@@ -86,7 +90,8 @@ def mixture_model(
         # E[x_0 | x_t] = sum_k r_k (m_k + a s_k^2 (x - a m_k) / v_k)
         x0 = (r * mk).sum(1, keepdim=True) + a * (x * (r * sk**2 / v).sum(1, keepdim=True)
                                                    - a * (r * sk**2 * mk / v).sum(1, keepdim=True))
-        return _as_output(s, objective, xt.double(), t, eps.reshape(xt.shape), x0.reshape(xt.shape)).to(xt.dtype)
+        out = _as_output(objective, a, sigma2.sqrt(), eps, x0)
+        return out.reshape(xt.shape).to(xt.dtype)
 
     return model_fn
 

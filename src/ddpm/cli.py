@@ -134,6 +134,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         classes=args.cls,
         per_class=args.per_class,
         guidance_scale=args.guidance_scale,
+        final=args.final,
+        threshold_percentile=args.threshold_percentile,
+        threshold_max=args.threshold_max,
+        clipped_eps=False if args.no_clipped_eps else None,
         use_ema=not args.no_ema,
         device=args.device,
         overwrite=args.overwrite,
@@ -154,7 +158,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     sample = None
     given = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance_scale": args.guidance_scale,
-             "grid": args.grid, "clip": args.clip}
+             "grid": args.grid, "clip": args.clip, "final": args.final, "threshold_percentile": args.threshold_percentile,
+             "threshold_max": args.threshold_max, "clipped_eps": False if args.no_clipped_eps else None}
     if any(v is not None for v in given.values()):
         sample = replace(read_checkpoint(args.run).config.sample, **{k: v for k, v in given.items() if v is not None})
     settings = EvalSettings(
@@ -203,6 +208,18 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_sampler_extras(parser: argparse.ArgumentParser) -> None:
+    """The final-step and thresholding settings of ``ddpm sample`` and ``ddpm eval``."""
+    parser.add_argument("--final", help="where the last step ends: clean (alpha_bar = 1) or t0 (timestep 0's noise "
+                        "level); default: the run's (clean)")
+    parser.add_argument("--threshold-percentile", type=float,
+                        help="--clip dynamic: the percentile of |x0| that sets the threshold; default: the run's (0.995)")
+    parser.add_argument("--threshold-max", type=float,
+                        help="--clip dynamic: the largest threshold, 0: none; default: the run's (0)")
+    parser.add_argument("--no-clipped-eps", action="store_true",
+                        help="ddim: keep the model's eps beside the clipped x0 (default: re-derive it from the clipped x0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="ddpm",
@@ -236,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--eta", type=float, help=sampling_help("eta"))
     sample.add_argument("--grid", help=sampling_help("grid"))
     sample.add_argument("--clip", help=sampling_help("clip"))
+    add_sampler_extras(sample)
     sample.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                         help="draw this class (repeat for several); class-conditional models only")
     sample.add_argument("--per-class", action="store_true", help="--n images of each class, one grid row per class")
@@ -265,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--guidance-scale", type=float, help=sampling_help("guidance_scale"))
     ev.add_argument("--grid", help=sampling_help("grid"))
     ev.add_argument("--clip", help=sampling_help("clip"))
+    add_sampler_extras(ev)
     ev.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                     help="class-conditional runs: draw only these classes, in turn (repeat the option; default: all)")
     ev.add_argument("--cache-dir", metavar="DIR", help="classifier and statistics cache (default ~/.cache/torch-ddpm/eval)")

@@ -80,6 +80,12 @@ def _clip_modes() -> Sequence[str]:
     return CLIP_MODES
 
 
+def _finals() -> Sequence[str]:
+    from .sampling.common import FINALS
+
+    return FINALS
+
+
 def _grids() -> Sequence[str]:
     from .sampling.timesteps import GRIDS
 
@@ -170,6 +176,10 @@ class SampleConfig:
     guidance_scale: float = opt(1.0, "classifier-free guidance w for class-conditional runs; 1: plain conditional, larger: closer to the class")
     clip: str = opt("static", "clipping of the predicted x0: static to [-1, 1], dynamic (Imagen's thresholding) or none", choices=_clip_modes)
     grid: str = opt("", "which timesteps the sampler visits; empty: the sampler's own default grid", choices=_grids)
+    final: str = opt("clean", "where the last step ends: clean (alpha_bar = 1: the last prediction of x0) or t0 (the noise level of timestep 0, diffusers' set_alpha_to_one=False)", choices=_finals)
+    threshold_percentile: float = opt(0.995, "clip = dynamic: the percentile of |x0| that sets the threshold s (Imagen: 0.995)")
+    threshold_max: float = opt(0.0, "clip = dynamic: the largest threshold s; 0: no maximum")
+    clipped_eps: bool = opt(True, "ddim only: eps re-derived from the clipped x0; false keeps the model's own (diffusers' default)")
 
 
 @dataclass

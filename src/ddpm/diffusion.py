@@ -123,25 +123,31 @@ def training_target(s: Schedule, objective: str, x0: Tensor, t: Tensor, noise: T
 # ---- clipping of the predicted x_0 ------------------------------------------------------------
 
 
-def dynamic_threshold(x0: Tensor, percentile: float = 0.995, max_value: float = 1.0) -> Tensor:
+def dynamic_threshold(x0: Tensor, percentile: float = 0.995, max_value: float | None = None) -> Tensor:
     """Imagen's dynamic thresholding (Saharia et al. 2022, section 2.3).
 
-    Per sample, s = the ``percentile`` quantile of |x_0|, at least ``max_value``; x_0 is clipped to
-    [-s, s] and divided by s, so saturated pixels are pushed inwards instead of piling up at +-1.
+    Per sample, s = the ``percentile`` quantile of |x_0|, at least 1 and at most ``max_value``
+    (None: no maximum, as in Imagen); x_0 is clipped to [-s, s] and divided by s, so saturated
+    pixels are pushed inwards instead of piling up at +-1. diffusers' ``thresholding=True`` is
+    ``percentile=dynamic_thresholding_ratio, max_value=sample_max_value`` (its default 1.0 makes
+    s = 1: plain clipping).
     """
     flat = x0.reshape(x0.shape[0], -1).abs().float()
-    q = torch.quantile(flat, percentile, dim=1).clamp(min=max_value).to(x0.dtype)
-    q = q.reshape(-1, *((1,) * (x0.ndim - 1)))
-    return x0.clamp(-q, q) / q * max_value
+    q = torch.quantile(flat, percentile, dim=1).clamp(min=1.0)
+    if max_value is not None:
+        q = q.clamp(max=max_value)  # below 1 too (diffusers' torch.clamp(min=1, max=m) gives m)
+    q = q.to(x0.dtype).reshape(-1, *((1,) * (x0.ndim - 1)))
+    return x0.clamp(-q, q) / q
 
 
-def clip_x0(x0: Tensor, clip: str | bool | None) -> Tensor:
+def clip_x0(x0: Tensor, clip: str | bool | None, percentile: float = 0.995, max_value: float | None = None) -> Tensor:
     """Apply a clipping mode to a predicted x_0: ``'static'``/True clips to [-1, 1],
-    ``'dynamic'`` is Imagen's thresholding, ``'none'``/False/None leaves it alone."""
+    ``'dynamic'`` is Imagen's thresholding (``percentile``, ``max_value``: see
+    :func:`dynamic_threshold`), ``'none'``/False/None leaves it alone."""
     if clip in (True, "static"):
         return x0.clamp(-1.0, 1.0)
     if clip == "dynamic":
-        return dynamic_threshold(x0)
+        return dynamic_threshold(x0, percentile, max_value)
     if clip in (False, None, "none"):
         return x0
     raise ConfigError(f"unknown clip mode {clip!r}; choose one of {', '.join(CLIP_MODES)}")

@@ -6,6 +6,7 @@ library works in [-1, 1].
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -17,7 +18,7 @@ from .errors import ConfigError
 from .likelihood import BitsPerDim, bits_per_dim
 from .losses import LOSS_TYPES, LossTerms, training_losses
 from .models.unet import image_hw
-from .sampling import DEFAULT_STEPS
+from .sampling import DEFAULT_GRIDS, DEFAULT_STEPS, FRACTIONAL_GRIDS, get_sampler, sampling_times
 from .sampling import sample as run_sampler
 from .sampling.guidance import guided_model_fn
 from .sampling.common import Callback, ModelFn
@@ -236,6 +237,13 @@ class GaussianDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
         callback: Callback | None = None,
+        x_start: Tensor | None = None,
+        t_start: float | None = None,
+        timesteps: Sequence[float] | None = None,
+        final: str = "clean",
+        threshold_percentile: float = 0.995,
+        threshold_max: float | None = None,
+        clipped_eps: bool = True,
     ) -> Tensor:
         """``batch_size`` new images [B, C, H, W] in [0, 1].
 
@@ -248,6 +256,14 @@ class GaussianDiffusion(nn.Module):
         1 = plain conditional) choose what to draw. ``return_all_timesteps`` returns [B, steps + 1, C, H, W] from x_T to x_0.
         ``callback(i, x_t, pred_x0)`` sees the library's internal tensors, in [-1, 1]. The network
         runs in eval mode (no dropout) whatever mode the module is in.
+
+        Where to start: ``noise`` is x at the first visited time (default: drawn from ``generator``);
+        ``t_start`` starts the grid there instead of at T-1, and ``timesteps`` lists the times
+        outright (then ``steps`` and ``grid`` are not used). With ``x_start`` (images [B, C, H, W]
+        in [0, 1]) sampling starts from those images noised to the first visited time,
+        sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) noise (SDEdit-style image-to-image). ``final``,
+        ``threshold_percentile``, ``threshold_max`` and ``clipped_eps`` (DDIM) are described in
+        :mod:`ddpm.sampling.common`.
         """
         device = self.device
         labels = self.check_classes(classes, batch_size, device)
@@ -255,6 +271,25 @@ class GaussianDiffusion(nn.Module):
             raise ConfigError("guidance_scale needs class labels (classes=...) and a class-conditional model")
         shape = (batch_size, self.channels, *self.image_size)
         x_T = noise.to(device) if noise is not None else torch.randn(shape, generator=generator, device=device)
+        if sampler is None:
+            sampler = "ddim" if self.sampling_timesteps < self.num_timesteps else "ancestral"
+        get_sampler(sampler)
+        if timesteps is not None:
+            steps = None
+        elif steps is None:
+            steps = self.sampling_timesteps if self._steps_given else DEFAULT_STEPS.get(sampler)
+            steps = min(steps or self.num_timesteps, self.num_timesteps)
+            if t_start is not None and (grid or DEFAULT_GRIDS[sampler]) not in FRACTIONAL_GRIDS:
+                steps = min(steps, math.floor(t_start) + 1)  # all the whole timesteps there are below t_start
+        if x_start is not None:
+            self._check_images(x_start)
+            if x_start.shape[0] != batch_size:
+                raise ConfigError(f"x_start holds {x_start.shape[0]} images for a batch of {batch_size}; give one per image")
+            schedule = self.schedule_on(device)
+            first = sampling_times(schedule, steps, grid or DEFAULT_GRIDS[sampler], timesteps, t_start)[0]
+            x0 = normalize(x_start.to(device)) if self.auto_normalize else x_start.to(device)
+            a = schedule.alpha_bar_at(first).sqrt().item()
+            x_T = a * x0 + math.sqrt(1.0 - a * a) * x_T.to(x0.dtype)  # q(x_t | x_0), Ho et al. eq. 4
         frames = [x_T]
 
         def record(i: int, x: Tensor, pred_x0: Tensor) -> None:
@@ -267,11 +302,6 @@ class GaussianDiffusion(nn.Module):
             model_fn = guided_model_fn(self.model, labels, guidance_scale, self.num_classes)
         else:
             model_fn = self.model_fn(labels)
-        if sampler is None:
-            sampler = "ddim" if self.sampling_timesteps < self.num_timesteps else "ancestral"
-        if steps is None:
-            steps = self.sampling_timesteps if self._steps_given else DEFAULT_STEPS.get(sampler)
-            steps = min(steps or self.num_timesteps, self.num_timesteps)
         with eval_mode(self):  # no dropout: the same generator gives the same images
             x0 = run_sampler(
                 sampler,
@@ -286,6 +316,12 @@ class GaussianDiffusion(nn.Module):
                 clip=clip,
                 generator=generator,
                 callback=record if return_all_timesteps else callback,
+                timesteps=timesteps,
+                t_start=t_start,
+                final=final,
+                threshold_percentile=threshold_percentile,
+                threshold_max=threshold_max,
+                clipped_eps=clipped_eps,
             )
         out = torch.stack(frames + [x0], dim=1) if return_all_timesteps else x0
         return unnormalize(out) if self.auto_normalize else out

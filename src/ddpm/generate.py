@@ -62,6 +62,10 @@ def generate(
                 eta=sample.eta,
                 grid=sample.grid or None,
                 clip=sample.clip,
+                final=sample.final,
+                threshold_percentile=sample.threshold_percentile,
+                threshold_max=sample.threshold_max or None,
+                clipped_eps=sample.clipped_eps,
                 classes=batch_labels,
                 guidance_scale=sample.guidance_scale,
                 generator=g,
@@ -102,6 +106,10 @@ def sample_to_directory(
     classes: Sequence[int] | None = None,
     per_class: bool = False,
     guidance_scale: float | None = None,
+    final: str | None = None,
+    threshold_percentile: float | None = None,
+    threshold_max: float | None = None,
+    clipped_eps: bool | None = None,
     use_ema: bool = True,
     device: str = "auto",
     overwrite: bool = False,
@@ -117,7 +125,9 @@ def sample_to_directory(
     if Path(source).name in ("model.safetensors", "ema.safetensors"):  # the file named is the one used
         use_ema = Path(source).name == "ema.safetensors"
     diffusion, ckpt = load_for_sampling(source, use_ema=use_ema, device=device)
-    given = {"sampler": sampler, "steps": steps, "eta": eta, "grid": grid, "clip": clip, "guidance_scale": guidance_scale}
+    given = {"sampler": sampler, "steps": steps, "eta": eta, "grid": grid, "clip": clip, "guidance_scale": guidance_scale,
+             "final": final, "threshold_percentile": threshold_percentile, "threshold_max": threshold_max,
+             "clipped_eps": clipped_eps}
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
     if num < 1 or batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be positive; got {num} and {batch_size}")

@@ -129,11 +129,43 @@ class Schedule:
     def zero_terminal_snr(self) -> bool:
         return bool(self.alphas_cumprod[-1] == 0)
 
+    def alpha_bar_at(self, t: torch.Tensor | Sequence[float] | float) -> torch.Tensor:
+        """alpha_bar at real-valued timesteps t in [0, T-1] (any shape; float64, on t's device).
+
+        Integer t gives ``alphas_cumprod[t]`` exactly. Between two integer timesteps the log-SNR
+        log(alpha_bar / (1 - alpha_bar)) is interpolated linearly, which is the same as
+        interpolating log sigma, sigma = sqrt((1 - alpha_bar) / alpha_bar), as k-diffusion's and
+        diffusers' ``sigma_to_t`` do; so a grid placed in sigma or log-SNR lands on exactly the noise
+        level it asked for. Where an end has zero SNR (the last step of a zero-terminal-SNR
+        schedule) alpha_bar itself is interpolated, so it still reaches 0 continuously.
+        """
+        t = torch.as_tensor(t, dtype=torch.float64)
+        T = self.num_timesteps
+        if bool(((t < 0) | (t > T - 1) | t.isnan()).any()):
+            raise ConfigError(f"timesteps must lie in [0, {T - 1}]; got values from {t.min().item():g} to {t.max().item():g}")
+        ab = self.alphas_cumprod.to(t.device, torch.float64)
+        lo = t.floor().long().clamp(max=T - 1)
+        hi = (lo + 1).clamp(max=T - 1)
+        w = t - lo
+        a_lo, a_hi = ab[lo], ab[hi]
+        ls_lo, ls_hi = torch.log(a_lo) - torch.log1p(-a_lo), torch.log(a_hi) - torch.log1p(-a_hi)  # never +inf
+        finite = torch.isfinite(ls_lo) & torch.isfinite(ls_hi)
+        by_snr = torch.sigmoid(torch.lerp(ls_lo, torch.where(finite, ls_hi, ls_lo), w))
+        return torch.where(w == 0, a_lo, torch.where(finite, by_snr, torch.lerp(a_lo, a_hi, w)))
+
     def to(self, device: torch.device | str) -> "Schedule":
         """The same schedule on ``device``: float64 everywhere except Apple MPS (float32 only)."""
         device = torch.device(device)
         dtype = torch.float32 if device.type == "mps" else torch.float64
         return Schedule(**{f.name: getattr(self, f.name).to(device, dtype) for f in fields(self)})
+
+    @classmethod
+    def from_alpha_bars(cls, alpha_bars: Sequence[float] | torch.Tensor) -> "Schedule":
+        """The chain whose alpha_bar at step i is ``alpha_bars[i]`` (strictly decreasing, in (0, 1)):
+        beta_i = 1 - alpha_bar_i / alpha_bar_{i-1} with alpha_bar_{-1} = 1."""
+        ab = torch.as_tensor(alpha_bars, dtype=torch.float64).flatten()
+        ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
+        return cls.from_betas(1.0 - ab / ab_prev)
 
     def respaced(self, timesteps: Sequence[int] | torch.Tensor) -> "Schedule":
         """The schedule of a shorter chain visiting only ``timesteps`` (ascending, distinct).

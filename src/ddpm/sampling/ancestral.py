@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
-from ..diffusion import p_mean_variance
+from ..diffusion import model_log_variance, q_posterior
 from ..schedules import Schedule
-from .common import Callback, ModelFn, full_index
-from .timesteps import get_timesteps
+from .common import Callback, ModelFn, check_options, plan, predict
 
 
 @torch.inference_mode()
@@ -19,31 +20,50 @@ def sample_ancestral(
     steps: int | None = None,
     *,
     grid: str = "quadratic",
+    timesteps: Sequence[float] | None = None,
+    t_start: float | None = None,
+    final: str = "clean",
     objective: str = "pred_noise",
     variance_type: str = "fixed_small",
     clip: str | bool | None = "static",
+    threshold_percentile: float = 0.995,
+    threshold_max: float | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """x_T [B, C, H, W] ~ N(0, I) -> x_0 by drawing x_{t-1} ~ p(x_{t-1} | x_t) step by step.
+    """x_T [B, C, H, W] (x at the first visited time) -> x_0 by drawing x_{t-1} ~ p(x_{t-1} | x_t)
+    step by step (common settings: :mod:`ddpm.sampling.common`).
 
-    With ``steps`` below T the chain visits only the timesteps of ``grid``, using the respaced
-    betas that keep alpha_bar at each visited step (Nichol & Dhariwal section 4); the network
-    still sees the original timesteps. The last step returns the mean (no noise is added).
+    With fewer steps than T the chain visits only the chosen times, using the respaced betas that
+    keep alpha_bar at each visited step (Nichol & Dhariwal section 4); the network still sees the
+    original timesteps. A last step to clean data returns the posterior mean, which is then the
+    predicted x_0 (no noise is added); with ``final="t0"`` the last step is an ordinary one to the
+    noise level of timestep 0, unless the grid already ends there (then x is returned as it is).
     """
-    T = schedule.num_timesteps
-    ts = get_timesteps(grid, schedule, T if steps is None else steps)
-    s = schedule if len(ts) == T else schedule.respaced(ts)
+    check_options(objective, variance_type, clip, final, threshold_percentile, threshold_max)
+    times, ab = plan(schedule, steps, grid, timesteps, t_start, final)
+    visited, end = ab[:-1][::-1], ab[-1]  # visited alpha_bars from the least noisy up
+    to_end = end < 1.0 and end > visited[0]  # an extra level below the least noisy visited one
+    # the chain's step k goes from its level k to level k - 1 (level -1: clean data)
+    s = Schedule.from_alpha_bars(([end] if to_end else []) + visited).to(schedule.device)
+    n, first = len(times), int(to_end)
+    learned = variance_type == "learned_range"
     x = x_T
-    for i, idx in enumerate(reversed(range(len(ts)))):
-        index = full_index(idx, x)
-        out = model_fn(x, full_index(ts[idx], x))
-        p = p_mean_variance(s, out, x, index, objective=objective, variance_type=variance_type, clip=clip)
+    for i, t in enumerate(times):
+        k = first + n - 1 - i  # this time's index in the chain
+        index = torch.full((x.shape[0],), k, device=x.device, dtype=torch.long)
+        x0, _, var_output = predict(model_fn, x, t, ab[i], objective=objective, clip=clip,
+                                    threshold_percentile=threshold_percentile, threshold_max=threshold_max,
+                                    learned_variance=learned)
         if callback is not None:
-            callback(i, x, p.pred_x0)
-        if idx > 0:
+            callback(i, x, x0)
+        if k == 0 and end < 1.0:  # the grid already ends at the final level: nothing left to do
+            break
+        mean, _, _ = q_posterior(s, x0, x, index)
+        if k > 0:
+            log_var = model_log_variance(s, variance_type, index, x, var_output)
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = p.mean + torch.exp(0.5 * p.log_variance) * noise
+            x = mean + torch.exp(0.5 * log_var) * noise
         else:
-            x = p.mean
+            x = mean
     return x

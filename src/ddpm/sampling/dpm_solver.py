@@ -27,33 +27,25 @@ respaced chain, i.e. DDIM with eta = 1) and D = (1 + 1/2r) x0_s - 1/2r x0_prev s
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from ..schedules import Schedule
-from .common import Callback, ModelFn, alpha_bars, check_options, full_index, predict
-from .timesteps import get_timesteps
+from .common import Callback, ModelFn, check_options, half_log_snr, plan, predict
 
 LOWER_ORDER_FINAL_BELOW = 15
 """With fewer steps than this the final steps drop order (``lower_order_final``), as the
 reference implementation does: extrapolating over the few huge last steps is unstable."""
 
 
-def _half_log_snr(alpha_bar: float) -> float:
-    """lambda = log(alpha / sigma), -inf at zero SNR and +inf at alpha_bar = 1 (clean data)."""
-    if alpha_bar <= 0.0:
-        return -math.inf
-    if alpha_bar >= 1.0:
-        return math.inf
-    return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
-
-
 def _step_order(i: int, n: int, order: int, lam: list[float], lower_order_final: bool) -> int:
     """The order of step i of n: at most ``order`` and the number of usable predictions so far
-    (those at lambda > -inf), first order on the last step, and with ``lower_order_final`` and
-    fewer than 15 steps at most n - i."""
-    if i == n - 1:
+    (those at lambda > -inf), first order on a step to clean data (lambda = +inf, where every
+    order's formula reduces to x0_hat) or of zero length, and with ``lower_order_final`` and fewer
+    than 15 steps at most n - i."""
+    if lam[i + 1] == math.inf or lam[i + 1] == lam[i]:
         return 1
     usable = sum(1 for j in range(i + 1) if lam[j] > -math.inf)
     k = max(1, min(order, usable))
@@ -61,26 +53,30 @@ def _step_order(i: int, n: int, order: int, lam: list[float], lower_order_final:
 
 
 def multistep_coefficients(
-    alpha_bars_visited: list[float], order: int, lower_order_final: bool = True
+    alpha_bars_visited: list[float], order: int, lower_order_final: bool = True, end: float = 1.0
 ) -> list[tuple[float, tuple[float, ...]]]:
     """Per step i, (c_x, c_m) with x_{i+1} = c_x x_i + sum_j c_m[j] x0_hat_{i-j}.
 
     ``alpha_bars_visited`` lists alpha_bar at the visited timesteps in sampling order (noisiest
-    first); step i goes from entry i to entry i + 1, the last step to alpha_bar = 1, where every
-    order's formula reduces to x_0 = x0_hat (so it is taken first order). Step i uses order
+    first); step i goes from entry i to entry i + 1, the last step to alpha_bar = ``end`` (1: clean
+    data, where every order's formula reduces to x_0 = x0_hat, so it is taken first order; a step
+    of zero length, as from t = 0 to ``end`` = alpha_bar_0, leaves x as it is). Step i uses order
     min(order, i + 1): the first step is first order, the second at most second order, ...; with
     ``lower_order_final`` and fewer than 15 steps, also at most n - i near the end. A prediction at
     zero SNR (lambda = -inf) is never used for a derivative: its step is infinitely
     long, and its first-order update alpha_t x0_hat + sigma_t x_T is the exact limit.
     """
-    ab = list(alpha_bars_visited) + [1.0]
-    lam = [_half_log_snr(a) for a in ab]
+    ab = list(alpha_bars_visited) + [end]
+    lam = [half_log_snr(a) for a in ab]
     n = len(alpha_bars_visited)
     table = []
     for i in range(n):
         alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
         h = lam[i + 1] - lam[i]
         k = _step_order(i, n, order, lam, lower_order_final)
+        if h == 0:
+            table.append((1.0, (0.0,)))
+            continue
         phi_1 = math.expm1(-h)
         c_x = sigma_t / math.sqrt(1.0 - ab[i])
         if k == 1:  # DDIM (Lu et al. eq. 10)
@@ -106,21 +102,24 @@ def multistep_coefficients(
     return table
 
 
-def sde_coefficients(alpha_bars_visited: list[float], order: int = 2,
-                     lower_order_final: bool = True) -> list[tuple[float, tuple[float, ...], float]]:
+def sde_coefficients(alpha_bars_visited: list[float], order: int = 2, lower_order_final: bool = True,
+                     end: float = 1.0) -> list[tuple[float, tuple[float, ...], float]]:
     """Per step i, (c_x, c_m, c_z) with x_{i+1} = c_x x_i + sum_j c_m[j] x0_hat_{i-j} + c_z z,
     z ~ N(0, I), for SDE-DPM-Solver++ of order 1 or 2; the steps' orders follow the same rules as
-    :func:`multistep_coefficients`. The last step (to alpha_bar = 1) returns x0_hat, noiseless."""
+    :func:`multistep_coefficients`. A last step to alpha_bar = 1 returns x0_hat, noiseless."""
     if order not in (1, 2):
         raise ValueError(f"SDE-DPM-Solver++ has orders 1 and 2; got {order}")
-    ab = list(alpha_bars_visited) + [1.0]
-    lam = [_half_log_snr(a) for a in ab]
+    ab = list(alpha_bars_visited) + [end]
+    lam = [half_log_snr(a) for a in ab]
     n = len(alpha_bars_visited)
     table = []
     for i in range(n):
         alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
         h = lam[i + 1] - lam[i]
         k = _step_order(i, n, order, lam, lower_order_final)
+        if h == 0:
+            table.append((1.0, (0.0,), 0.0))
+            continue
         keep = -math.expm1(-2.0 * h)  # 1 - e^-2h: the share of x_t that is new (data and noise)
         c_x = sigma_t / math.sqrt(1.0 - ab[i]) * math.exp(-h)
         if k == 1:
@@ -138,36 +137,41 @@ def _multistep(
     x_T: Tensor,
     schedule: Schedule,
     steps: int | None,
+    *,
     grid: str,
+    timesteps: Sequence[float] | None,
+    t_start: float | None,
+    final: str,
     objective: str,
     variance_type: str,
     clip: str | bool | None,
+    threshold_percentile: float,
+    threshold_max: float | None,
     callback: Callback | None,
     lower_order_final: bool,
     generator: torch.Generator | None = None,
     stochastic: bool = False,
 ) -> Tensor:
     """The ODE solver of ``order`` or, with ``stochastic``, the SDE solver (noise from ``generator``)."""
-    check_options(objective, variance_type, clip)
-    ts = get_timesteps(grid, schedule, schedule.num_timesteps if steps is None else steps)[::-1]  # noisiest first
-    ab = alpha_bars(schedule, ts)
+    check_options(objective, variance_type, clip, final, threshold_percentile, threshold_max)
+    times, ab = plan(schedule, steps, grid, timesteps, t_start, final)
     if stochastic:
-        table = sde_coefficients(ab, order, lower_order_final)
+        table = sde_coefficients(ab[:-1], order, lower_order_final, end=ab[-1])
     else:
-        table = [(c_x, c_m, 0.0) for c_x, c_m in multistep_coefficients(ab, order, lower_order_final)]
+        table = [(c_x, c_m, 0.0) for c_x, c_m in multistep_coefficients(ab[:-1], order, lower_order_final, end=ab[-1])]
     learned = variance_type == "learned_range"
     history: list[Tensor] = []  # x0_hat of the latest steps, newest first
     x = x_T
-    for i, (t_i, (c_x, c_m, c_z)) in enumerate(zip(ts, table)):
-        t = full_index(t_i, x)
-        x0, _, _ = predict(model_fn, schedule, x, t, t, objective=objective, clip=clip, learned_variance=learned)
+    for i, (t, (c_x, c_m, c_z)) in enumerate(zip(times, table)):
+        x0, _, _ = predict(model_fn, x, t, ab[i], objective=objective, clip=clip, threshold_percentile=threshold_percentile,
+                           threshold_max=threshold_max, learned_variance=learned)
         if callback is not None:
             callback(i, x, x0)
         history = [x0, *history[: order - 1]]
         x = c_x * x
         for c, m in zip(c_m, history):
             x = x + c * m
-        if c_z > 0:  # a Python float: no device sync; zero for the ODE and on the last step
+        if c_z > 0:  # a Python float: no device sync; zero for the ODE and on a last step to clean data
             x = x + c_z * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x
 
@@ -179,20 +183,27 @@ def sample_dpmpp_2m(
     schedule: Schedule,
     steps: int | None = None,
     *,
-    grid: str = "logsnr",
+    grid: str = "tapered",
+    timesteps: Sequence[float] | None = None,
+    t_start: float | None = None,
+    final: str = "clean",
     objective: str = "pred_noise",
     variance_type: str = "fixed_small",
     clip: str | bool | None = "static",
+    threshold_percentile: float = 0.995,
+    threshold_max: float | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     lower_order_final: bool = True,
 ) -> Tensor:
-    """x_T [B, C, H, W] ~ N(0, I) -> x_0 [B, C, H, W] by DPM-Solver++(2M) (Lu et al. Algorithm 2).
-
-    Deterministic (``generator`` is unused); one model call per step; a learned variance is ignored.
-    """
-    return _multistep(2, model_fn, x_T, schedule, steps, grid, objective, variance_type, clip, callback,
-                      lower_order_final)
+    """x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by DPM-Solver++(2M)
+    (Lu et al. Algorithm 2). Deterministic (``generator`` is unused); one model call per step; a
+    learned variance is ignored. Common settings: :mod:`ddpm.sampling.common`; ``lower_order_final``:
+    below 15 steps the last steps drop to the orders that are left, as the reference code does."""
+    return _multistep(2, model_fn, x_T, schedule, steps, grid=grid, timesteps=timesteps, t_start=t_start, final=final,
+                      objective=objective, variance_type=variance_type, clip=clip,
+                      threshold_percentile=threshold_percentile, threshold_max=threshold_max, callback=callback,
+                      lower_order_final=lower_order_final)
 
 
 @torch.inference_mode()
@@ -202,20 +213,26 @@ def sample_dpmpp_3m(
     schedule: Schedule,
     steps: int | None = None,
     *,
-    grid: str = "logsnr",
+    grid: str = "tapered",
+    timesteps: Sequence[float] | None = None,
+    t_start: float | None = None,
+    final: str = "clean",
     objective: str = "pred_noise",
     variance_type: str = "fixed_small",
     clip: str | bool | None = "static",
+    threshold_percentile: float = 0.995,
+    threshold_max: float | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     lower_order_final: bool = True,
 ) -> Tensor:
-    """x_T [B, C, H, W] ~ N(0, I) -> x_0 [B, C, H, W] by third-order multistep DPM-Solver++.
-
-    Warms up with a first- and a second-order step; deterministic; a learned variance is ignored.
-    """
-    return _multistep(3, model_fn, x_T, schedule, steps, grid, objective, variance_type, clip, callback,
-                      lower_order_final)
+    """x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by third-order multistep
+    DPM-Solver++. Warms up with a first- and a second-order step; deterministic; a learned variance
+    is ignored. Settings as for :func:`sample_dpmpp_2m`."""
+    return _multistep(3, model_fn, x_T, schedule, steps, grid=grid, timesteps=timesteps, t_start=t_start, final=final,
+                      objective=objective, variance_type=variance_type, clip=clip,
+                      threshold_percentile=threshold_percentile, threshold_max=threshold_max, callback=callback,
+                      lower_order_final=lower_order_final)
 
 
 @torch.inference_mode()
@@ -225,18 +242,25 @@ def sample_dpmpp_2m_sde(
     schedule: Schedule,
     steps: int | None = None,
     *,
-    grid: str = "logsnr",
+    grid: str = "tapered",
+    timesteps: Sequence[float] | None = None,
+    t_start: float | None = None,
+    final: str = "clean",
     objective: str = "pred_noise",
     variance_type: str = "fixed_small",
     clip: str | bool | None = "static",
+    threshold_percentile: float = 0.995,
+    threshold_max: float | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     lower_order_final: bool = True,
 ) -> Tensor:
-    """x_T [B, C, H, W] ~ N(0, I) -> x_0 [B, C, H, W] by SDE-DPM-Solver++(2M) (Lu et al. 2022).
+    """x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by SDE-DPM-Solver++(2M)
+    (Lu et al. 2022). Stochastic: fresh noise from ``generator`` every step but a last one to clean
+    data; one model call per step; a learned variance is ignored. Settings as for
+    :func:`sample_dpmpp_2m`."""
+    return _multistep(2, model_fn, x_T, schedule, steps, grid=grid, timesteps=timesteps, t_start=t_start, final=final,
+                      objective=objective, variance_type=variance_type, clip=clip,
+                      threshold_percentile=threshold_percentile, threshold_max=threshold_max, callback=callback,
+                      lower_order_final=lower_order_final, generator=generator, stochastic=True)
 
-    Stochastic: fresh noise from ``generator`` every step but the last; one model call per step;
-    a learned variance is ignored.
-    """
-    return _multistep(2, model_fn, x_T, schedule, steps, grid, objective, variance_type, clip, callback,
-                      lower_order_final, generator, stochastic=True)

@@ -13,6 +13,7 @@ from ..config import RunConfig, SampleConfig
 from ..diffusion import clip_x0
 from ..errors import ConfigError
 from ..sampling import DEFAULT_GRIDS, DEFAULT_STEPS, get_sampler, get_timesteps
+from ..sampling.common import check_options
 from ..schedules import Schedule
 from .build import build_diffusion, build_unet
 
@@ -72,5 +73,8 @@ def check_sample_settings(sc: SampleConfig, schedule: Schedule, class_conditiona
         raise ConfigError(f"--eta applies only to the ddim sampler, not to {sc.sampler}")
     if not 0.0 <= sc.eta <= 1.0:
         raise ConfigError(f"--eta must lie between 0 and 1; got {sc.eta:g}")
+    check_options("pred_noise", "fixed_small", sc.clip, sc.final, sc.threshold_percentile, sc.threshold_max or None)
+    if not sc.clipped_eps and sc.sampler != "ddim":
+        raise ConfigError(f"--no-clipped-eps applies only to the ddim sampler, not to {sc.sampler}")
     if sc.guidance_scale != 1.0 and not class_conditional:
         raise ConfigError("--guidance-scale needs a class-conditional run (--class-conditional)")
