@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("starlette", reason="ddpm serve's API tests need the serve extra (pip install '.[test]')")
+from serve_helpers import decode_png, need_server_packages, parse_sse, train_runs
+
+need_server_packages()
 from starlette.testclient import TestClient  # noqa: E402
 
 from ddpm.data.folder import load_image  # noqa: E402
@@ -19,10 +21,6 @@ from ddpm.serve import LOCAL_NAMES  # noqa: E402
 from ddpm.serve.app import build_app  # noqa: E402
 from ddpm.serve.catalog import Catalog  # noqa: E402
 from ddpm.viz import make_grid  # noqa: E402
-from serve_helpers import decode_png, parse_sse, train_runs  # noqa: E402
-
-if os.environ.get("CI"):  # the skip above must not hide these tests in CI
-    import starlette  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +138,17 @@ def test_generate_class_and_guidance_equal_ddpm_sample(client, runs, tmp_path):
             assert np.array_equal(decode_png(url), np.asarray(im))
     every = generate(client, "cc", n=3)[-1][1]  # no class: all classes in turn, the run's own sampler
     assert every["labels"] == [0, 1, 2] and every["sampler"] == "ddim" and every["steps"] == 4
+
+
+def test_generate_over_several_batches(runs):
+    app = build_app(Catalog(runs, device="cpu", log=lambda m: None), frame_interval=0.0, max_images=65)
+    with TestClient(app) as client:
+        events = generate(client, "cc", sampler="ddim", steps=2, n=65, seed=2)
+    steps = [d for e, d in events if e == "step"]
+    assert events[1][1]["total"] == 4 and events[1][1]["batches"] == 2  # 64 images, then 1, as ddpm sample draws them
+    assert [(s["batch"], s["done"]) for s in steps] == [(0, 1), (0, 2), (1, 3), (1, 4)]
+    assert decode_png(steps[-1]["x_t"]).shape == (8, 8)  # the last batch holds one image
+    assert len(events[-1][1]["images"]) == 65
 
 
 @pytest.mark.parametrize("run, body, status, expected", [

@@ -29,7 +29,7 @@ def require_server_packages() -> None:
     if missing:
         raise ConfigError(
             f"ddpm serve needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
-            'install them with: pip install "torch-ddpm[serve]" (or pip install ".[serve]" in a clone)'
+            'install the serve extra: pip install "torch-ddpm[serve]" (or pip install ".[serve]" in a clone)'
         )
 
 
@@ -110,7 +110,11 @@ def serve(
     runs = app.state.catalog.runs()
     log(f"ddpm serve: {len(runs)} run{'' if len(runs) == 1 else 's'} at {address} (Ctrl-C stops)")
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: here it is the normal way to stop
+        pass
+    log("ddpm serve: stopped")
 
 
 __all__ = ["is_local", "prepare", "require_server_packages", "serve"]
