@@ -9,23 +9,27 @@ import pytest
 import torch
 from PIL import Image
 
-from serve_helpers import decode_png, need_server_packages, parse_sse, train_runs
+from serve_helpers import TINY, decode_png, need_server_packages, parse_sse, train_runs
 
 need_server_packages()
 from starlette.testclient import TestClient  # noqa: E402
 
+from ddpm.config import RunConfig, apply_overrides  # noqa: E402
 from ddpm.data.folder import load_image  # noqa: E402
 from ddpm.generate import sample_to_directory  # noqa: E402
 from ddpm.schedules import get_schedule  # noqa: E402
 from ddpm.serve import LOCAL_NAMES  # noqa: E402
 from ddpm.serve.app import build_app  # noqa: E402
 from ddpm.serve.catalog import Catalog  # noqa: E402
+from ddpm.training.loop import train  # noqa: E402
 from ddpm.viz import make_grid  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = train_runs(tmp_path_factory.mktemp("runs"))
+    train(apply_overrides(RunConfig(), {**TINY, "timesteps": "20", "image_size": "12", "channels": "3",
+                                        "runs_dir": str(root), "name": "rgb"}), log=lambda m: None, progress=False)
     (root / ".hidden").mkdir()
     (root / "empty").mkdir()  # no checkpoint yet: listed with its reason
     os.symlink(root / "plain", root / "linked")  # symbolic links are not followed
@@ -77,7 +81,7 @@ def test_info_and_runs(client):
     assert info["samplers"][1] == {"name": "ddim", "default_steps": 50, "default_grid": "quadratic"}
     assert info["limits"] == {"max_images": 32, "max_waiting": 4, "max_upload_bytes": 20_000}
     runs = {r["name"]: r for r in client.get("/api/runs").json()["runs"]}
-    assert sorted(runs) == ["cc", "empty", "plain"]  # not .hidden, not the symbolic link
+    assert sorted(runs) == ["cc", "empty", "plain", "rgb"]  # not .hidden, not the symbolic link
     assert runs["plain"] == {
         "name": "plain", "dataset": "digits", "image_size": [8, 8], "channels": 1, "step": 2,
         "conditioning": "none", "num_classes": None, "timesteps": 1000, "beta_schedule": "linear",
@@ -237,7 +241,8 @@ def test_forward_view_is_eq4(client):
         assert view["alpha_bar"] == pytest.approx(ab, rel=1e-12) and view["timesteps"] == 1000
         assert view["snr"] == pytest.approx(ab / (1 - ab), rel=1e-9)
         assert view["log_snr"] == pytest.approx(math.log(ab / (1 - ab)), rel=1e-9)
-        assert view["sqrt_alpha_bar"] == pytest.approx(math.sqrt(ab)) and view["sqrt_one_minus_alpha_bar"] == pytest.approx(math.sqrt(1 - ab))
+        assert view["sqrt_alpha_bar"] == pytest.approx(math.sqrt(ab))
+        assert view["sqrt_one_minus_alpha_bar"] == pytest.approx(math.sqrt(1 - ab))
         assert np.array_equal(decode_png(view["x0"]), decode_png(images[0]["png"]))
         assert np.array_equal(decode_png(view["noise"]), noise0)  # one noise draw for every t
         eps = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(5)).double().numpy()[0, 0]
@@ -310,6 +315,12 @@ def test_upload_is_decoded_like_the_folder_loader(client, tmp_path):
     view = client.get(f"/api/runs/plain/forward?image={done['image']}&t=0").json()
     assert np.array_equal(decode_png(view["x0"]), expected)
     assert client.get(f"/api/runs/cc/forward?image={done['image']}").status_code == 200  # same size and channels
+    assert error_of(client.get(f"/api/runs/rgb/forward?image={done['image']}"), 400) == (
+        f"upload {done['image'][7:]!r} was decoded for another image size or colour; upload it again for run 'rgb'")
+    colour = client.post("/api/runs/rgb/images", content=data).json()
+    assert np.array_equal(decode_png(colour["png"]), load_image(tmp_path / "a.png", (12, 12), 3).transpose(1, 2, 0))
+    view = client.get(f"/api/runs/rgb/forward?image={colour['image']}&t=5").json()
+    assert decode_png(view["x_t"]).shape == (12, 12, 3) and view["timesteps"] == 20
 
 
 def test_bad_uploads(client, monkeypatch):

@@ -197,6 +197,17 @@ def test_page_in_a_browser(sync_playwright, server, tmp_path):
                                   np.asarray(Image.open(download.value.path())))
             page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
 
+            # Cancel: a long run stops at once
+            page.select_option("#sampler", "ancestral")
+            page.fill("#steps", "1000")
+            page.fill("#n", "64")
+            page.click("#generate")
+            page.wait_for_selector("#progress:not([value='0'])", timeout=60_000)  # a step has been drawn
+            page.click("#cancel")
+            page.wait_for_selector("#panel-generate[data-state=cancelled]", timeout=30_000)
+            assert float(page.get_attribute("#progress", "value") or 0) < 1000
+            assert page.locator("#results").is_hidden()
+
             # the forward process: move the slider, the picture changes
             page.click("#tabs button[data-panel=forward]")
             page.wait_for_selector("#panel-forward[data-t]", timeout=30_000)
@@ -206,6 +217,16 @@ def test_page_in_a_browser(sync_playwright, server, tmp_path):
             assert page.get_attribute("#fwd-xt", "src") != before
             ab = float(get_schedule("linear", 1000).alphas_cumprod[900])
             assert float(page.text_content("#stat-alpha-bar")) == pytest.approx(ab, rel=1e-3)
+            upload = tmp_path / "upload.png"
+            Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(upload)
+            page.set_input_files("#upload", str(upload))
+            page.wait_for_selector("#train-images img.chosen[data-image^='upload:']", timeout=30_000)
+            chosen = page.get_attribute("#train-images img.chosen", "src")
+            for _ in range(300):  # (the page's CSP forbids Playwright's string predicates)
+                if page.get_attribute("#fwd-x0", "src") == chosen:
+                    break
+                page.wait_for_timeout(100)
+            assert (decode_png(page.get_attribute("#fwd-x0", "src")) == 200).all()  # a flat gray, decoded at 8x8
             shot = tmp_path / "forward.png"
             page.screenshot(path=str(shot), full_page=True)
             with Image.open(shot) as im:

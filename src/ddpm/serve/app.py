@@ -37,7 +37,7 @@ from ..sampling import DEFAULT_GRIDS, DEFAULT_STEPS, SAMPLERS
 from .catalog import Catalog, NotFound, TooLarge
 from .jobs import TERMINAL, Job, JobManager, QueueFull
 from .params import integer, parse_forward, parse_generate
-from .work import forward_view, generation, schedule_view, thumbnails
+from .work import forward_view, generation, png_url, schedule_view, thumbnails
 
 STATIC = Path(__file__).parent / "static"
 JSON_LIMIT = 64 * 1024
@@ -172,14 +172,13 @@ def build_app(
         run = await run_of(request)
         start = integer("start", request.query_params.get("start", "0"), 0, 2**31)
         count = integer("count", request.query_params.get("count", "24"), 1, 64)
-        data = await asyncio.to_thread(catalog.dataset, run)
-        return JSONResponse(thumbnails(data, start, count))
+        return JSONResponse(await asyncio.to_thread(lambda: thumbnails(catalog.dataset(run), start, count)))
 
     async def upload(request: Request):
         run = await run_of(request)
         body = await read_limited(request, max_upload_bytes, "the upload")
         token, image = await asyncio.to_thread(catalog.add_upload, run, body)
-        return JSONResponse({"image": f"upload:{token}", "png": thumbnails(image, 0, 1)["images"][0]["png"]})
+        return JSONResponse({"image": f"upload:{token}", "png": png_url(image.images)})
 
     async def forward(request: Request):
         run = await run_of(request)

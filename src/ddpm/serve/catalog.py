@@ -187,7 +187,9 @@ class Catalog:
                                    cache_dir=d.cache_dir or None, image_size=tuple(d.image_size),
                                    channels=d.channels, class_labels=d.class_conditional, log=self.log)
             except DDPMError as err:
-                raise DataError(f"run {run.name!r}'s training images cannot be read here ({err}); upload an image instead") from None
+                raise DataError(
+                    f"run {run.name!r}'s training images cannot be read here ({err}); upload an image instead"
+                ) from None
             self._datasets[key] = data
             while len(self._datasets) > 2:
                 self._datasets.popitem(last=False)
@@ -203,7 +205,9 @@ class Catalog:
         except UnidentifiedImageError:
             raise ConfigError(f"the upload is not an image in a format the folder loader reads ({kinds})") from None
         except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files; each is one answer
-            raise ConfigError(f"the upload is not a readable image ({type(err).__name__}: {err}); send a {kinds} file") from None
+            raise ConfigError(
+                f"the upload is not a readable image ({type(err).__name__}: {err}); send a {kinds} file"
+            ) from None
         image = ImageDataset(images=torch.from_numpy(np.array(array)[None]), labels=None,
                              class_names=None, name="upload")
         token = secrets.token_hex(8)
@@ -228,6 +232,8 @@ class Catalog:
             if found is None:
                 raise NotFound(f"upload {key!r} is not (or no longer) held by the server; upload the image again")
             if found[0] != (size, d.channels):
-                raise ConfigError(f"upload {key!r} was decoded for another image size or colour; upload it again for run {run.name!r}")
+                raise ConfigError(
+                    f"upload {key!r} was decoded for another image size or colour; upload it again for run {run.name!r}"
+                )
             return found[1], 0
         raise ConfigError(f"image must be 'train:INDEX' or 'upload:TOKEN'; got {ref!r}")

@@ -21,7 +21,7 @@ from .catalog import RunInfo
 
 MAX_SEED = 2**63 - 1
 GENERATE_FIELDS = ("sampler", "steps", "seed", "n", "guidance_scale", "class", "prompt", "eta")
-_INTEGER = re.compile(r"^-?\d{1,20}$")
+_INTEGER = re.compile(r"^-?[0-9]{1,20}$")
 
 
 @dataclass(frozen=True)
@@ -86,18 +86,18 @@ def parse_generate(body: Any, run: RunInfo, max_images: int) -> GenerateRequest:
         if body.get(name) is not None:
             given[name] = number(name, body[name])
     settings = replace(run.config.sample, **given)
-    conditional = bool(run.num_classes)
-    if settings.guidance_scale != 1.0 and not conditional:
+    guided = run.conditioning != "none"  # classifier-free guidance needs a condition to guide by
+    if settings.guidance_scale != 1.0 and not guided:
         raise ConfigError(
             f"run {run.name!r} is not class-conditional, so guidance_scale must be 1; got {settings.guidance_scale:g}"
         )
-    check_sample_settings(settings, run.schedule, conditional)
+    check_sample_settings(settings, run.schedule, guided)
     steps, grid = resolved_steps_and_grid(settings, T)
     n = integer("n", body["n"], 1, max_images) if body.get("n") is not None else max(1, min(16, max_images))
     seed = integer("seed", body["seed"], 0, MAX_SEED) if body.get("seed") is not None else 0
     labels = None
     cls = body.get("class")
-    if conditional:
+    if run.num_classes:
         classes = None if cls is None else [integer("class", cls, 0, run.num_classes - 1)]
         labels = class_layout(n, run.num_classes, classes)
     elif cls is not None:

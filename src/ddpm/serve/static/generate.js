@@ -32,10 +32,8 @@ function request() {
     n: Number($("n").value),
     eta: $("sampler").value === "ddim" ? Number($("eta").value) : 0,
   };
-  if (run.conditioning === "class") {
-    body.guidance_scale = Number($("guidance").value);
-    if ($("class").value !== "all") body.class = Number($("class").value);
-  }
+  if (run.conditioning !== "none") body.guidance_scale = Number($("guidance").value);
+  if (run.conditioning === "class" && $("class").value !== "all") body.class = Number($("class").value);
   if (run.conditioning === "text" && $("prompt").value.trim()) body.prompt = $("prompt").value;
   return body;
 }
@@ -121,7 +119,7 @@ export function showRun(chosen) {
   $("steps").max = run.timesteps;
   const classes = run.conditioning === "class";
   $("row-class").hidden = !classes;
-  $("row-guidance").hidden = !classes;
+  $("row-guidance").hidden = run.conditioning === "none";  // class or text: classifier-free guidance
   $("row-prompt").hidden = run.conditioning !== "text";
   $("guidance").value = run.sample.guidance_scale;
   const select = $("class");
