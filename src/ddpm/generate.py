@@ -42,9 +42,11 @@ def generate(
     seed: int = 0,
     labels: Sequence[int] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     """``num`` images [num, C, H, W] in [0, 1]. Batch ``i`` uses a generator seeded from (seed, i),
-    so the same seed and batch size give the same images."""
+    so the same seed and batch size give the same images. ``on_step(batch, i, x_t, pred_x0)`` sees
+    every sampler step of every batch (the sampler's callback, tensors in [-1, 1])."""
     if num < 1 or batch_size < 1:
         raise ConfigError(f"the number of images and the batch size must be positive; got {num} and {batch_size}")
     sample = sample or SampleConfig()
@@ -54,6 +56,7 @@ def generate(
         n = min(batch_size, num - start)
         g = torch.Generator(device=device).manual_seed(derived_seed(seed, 2, i))
         batch_labels = None if labels is None else list(labels[start : start + n])
+        step_fn = None if on_step is None else (lambda j, x, x0, b=i: on_step(b, j, x, x0))
         out.append(
             diffusion.sample(
                 n,
@@ -69,6 +72,7 @@ def generate(
                 classes=batch_labels,
                 guidance_scale=sample.guidance_scale,
                 generator=g,
+                callback=step_fn,
             ).float().cpu()
         )
         if on_batch is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -46,8 +46,9 @@ def list_images(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def load_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image file as uint8 [C, H, W] (C = ``channels``, (H, W) = ``size``); PIL errors propagate."""
+def load_image(path: Path | BinaryIO, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file (a path, or a binary file object such as an upload's bytes in ``io.BytesIO``)
+    as uint8 [C, H, W] (C = ``channels``, (H, W) = ``size``); PIL errors propagate."""
     with warnings.catch_warnings():
         # Above MAX_IMAGE_PIXELS PIL only warns; a data set loader should refuse. catch_warnings
         # restores the filters afterwards, and PIL's own settings are never touched.

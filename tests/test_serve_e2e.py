@@ -1,0 +1,242 @@
+"""ddpm serve as a user runs it: the command and its errors, real HTTP (a client that leaves
+cancels its job, Ctrl-C stops the server) and the page in a real browser (headless Chromium
+driven by Playwright). Without Chromium or Playwright the browser test skips, except under CI
+(the CI variable, set by .ci/run), where it fails."""
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from serve_helpers import decode_png, need_server_packages, train_runs
+
+need_server_packages()
+import httpx  # noqa: E402
+
+from ddpm.cli import main  # noqa: E402
+from ddpm.schedules import get_schedule  # noqa: E402
+from ddpm.serve import is_local, prepare  # noqa: E402
+from ddpm.viz import make_grid  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+
+
+def unavailable(reason: str):
+    """Skip locally, fail in CI: CI must run the browser tests."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run the browser tests (.ci/run installs chromium and playwright)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return train_runs(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    """``ddpm serve`` in a subprocess on a free port; yields (address, its output so far)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ddpm", "serve", "--runs-dir", str(runs), "--run", str(runs / "plain"),
+                             "--port", "0", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen, address = [], None
+    deadline = time.monotonic() + 120
+    while address is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            continue
+        found = re.search(r"at (http://127\.0\.0\.1:\d+/) \(Ctrl-C stops\)", seen[-1])
+        address = found.group(1) if found else None
+    if address is None:
+        proc.kill()
+        pytest.fail(f"ddpm serve printed no address: {''.join(seen)}")
+    try:
+        yield address, seen
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            status = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        while not lines.empty():
+            seen.append(lines.get())
+        assert status == 0 and seen[-1] == "ddpm serve: stopped\n" and "Traceback" not in "".join(seen), "".join(seen)
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+
+def test_command_prints_its_address_and_serves_over_http(server):
+    address, output = server
+    assert output[-1].startswith("ddpm serve: 2 runs at http://127.0.0.1:") and "warning" not in "".join(output)
+    runs = httpx.get(address + "api/runs", timeout=30).json()["runs"]
+    assert [r["name"] for r in runs] == ["cc", "plain"]
+    assert httpx.get(address + "api/info", timeout=30).json()["default_run"] == "plain"
+
+
+def test_a_client_that_leaves_cancels_its_job(server):
+    address, _ = server
+    body = {"sampler": "ancestral", "steps": 1000, "n": 64}
+    with httpx.stream("POST", address + "api/runs/plain/generate", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        job = None
+        for line in response.iter_lines():
+            if line.startswith("data: ") and job is None:
+                job = json.loads(line[6:])["job"]
+            if line == "event: step":
+                break  # the client goes away after the first frame
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = httpx.get(address + "api/jobs", timeout=30).json()
+        outcome = [f["state"] for f in state["finished"] if f["job"] == job]
+        if outcome:
+            break
+        time.sleep(0.1)
+    assert outcome == ["cancelled"] and state["runs"] == {}
+
+
+def test_command_errors(tmp_path, capsys, monkeypatch):
+    assert main(["serve", "--runs-dir", str(tmp_path / "none")]) == 2
+    assert f"runs directory {tmp_path / 'none'} does not exist; train a model first" in capsys.readouterr().err
+    assert main(["serve", "--runs-dir", str(tmp_path), "--port", "70000"]) == 2
+    assert "--port must be from 0 to 65535; got 70000" in capsys.readouterr().err
+    assert main(["serve", "--runs-dir", str(tmp_path), "--max-images", "0"]) == 2
+    assert "--max-images must be positive; got 0" in capsys.readouterr().err
+    assert main(["serve", "--run", str(tmp_path / "nope")]) == 2
+    assert f"--run {tmp_path / 'nope'} is not a run directory" in capsys.readouterr().err
+    with socket.socket() as busy:  # a port in use: one sentence, not a traceback
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", "--runs-dir", str(tmp_path), "--port", str(busy.getsockname()[1])]) == 2
+        assert "ddpm: error: Address already in use" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the serve extra were not installed
+    assert main(["serve", "--runs-dir", str(tmp_path)]) == 2
+    assert ('ddpm serve needs uvicorn, which is not installed; install the serve extra: pip install "torch-ddpm[serve]"'
+            in capsys.readouterr().err)
+
+
+def test_other_hosts_are_served_with_a_warning(tmp_path):
+    assert [is_local(h) for h in ("127.0.0.1", "127.8.0.1", "localhost", "::1")] == [True] * 4
+    assert [is_local(h) for h in ("0.0.0.0", "::", "192.168.1.20", "example.com")] == [False] * 4
+    said = []
+    _, sock, address = prepare(tmp_path, host="0.0.0.0", port=0, log=said.append)
+    sock.close()
+    assert address.startswith("http://0.0.0.0:") and len(said) == 1
+    assert said[0].startswith("warning: --host 0.0.0.0 lets other machines reach this page and its API, without a password")
+    said.clear()
+    _, sock, _ = prepare(tmp_path, port=0, log=said.append)
+    sock.close()
+    assert said == []
+
+
+# ---- the page in a browser ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sync_playwright():
+    """Playwright's entry point, once Chromium and Playwright are known to be here (checked before
+    the server starts, so a skip costs nothing)."""
+    if not Path(CHROMIUM).is_file():
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright for Python is not installed (pip install '.[browser]')")
+    return sync_playwright
+
+
+def test_page_in_a_browser(sync_playwright, server, tmp_path):
+    address, _ = server
+    problems = []
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 800}, accept_downloads=True)
+        try:
+            page = context.new_page()
+            page.on("pageerror", lambda err: problems.append(str(err)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(address)
+            page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+            assert page.input_value("#run") == "plain"  # --run opens first
+            assert page.locator("#row-class").is_hidden() and page.locator("#row-prompt").is_hidden()
+
+            # Generate: press the button, wait for the images
+            page.select_option("#sampler", "ddim")
+            page.fill("#steps", "4")
+            page.fill("#n", "4")
+            page.click("#generate")
+            page.wait_for_selector("#panel-generate[data-state=done]", timeout=60_000)
+            assert page.get_attribute("#progress", "value") == "4"
+            images = page.locator("#result-images img")
+            assert images.count() == 4
+            assert decode_png(images.first.get_attribute("src")).shape == (8, 8)
+            grid = decode_png(page.get_attribute("#download-grid", "href"))
+            assert grid.shape == make_grid(torch.zeros(4, 1, 8, 8)).shape
+            with page.expect_download() as download:
+                page.locator("#result-images a").first.click()
+            assert download.value.suggested_filename == "plain-seed0-00000.png"
+            assert np.array_equal(decode_png(images.first.get_attribute("src")),
+                                  np.asarray(Image.open(download.value.path())))
+            page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
+
+            # Cancel: a long run stops at once
+            page.select_option("#sampler", "ancestral")
+            page.fill("#steps", "1000")
+            page.fill("#n", "64")
+            page.click("#generate")
+            page.wait_for_selector("#progress:not([value='0'])", timeout=60_000)  # a step has been drawn
+            page.click("#cancel")
+            page.wait_for_selector("#panel-generate[data-state=cancelled]", timeout=30_000)
+            assert float(page.get_attribute("#progress", "value") or 0) < 1000
+            assert page.locator("#results").is_hidden()
+
+            # the forward process: move the slider, the picture changes
+            page.click("#tabs button[data-panel=forward]")
+            page.wait_for_selector("#panel-forward[data-t]", timeout=30_000)
+            before = page.get_attribute("#fwd-xt", "src")
+            page.fill("#t", "900")
+            page.wait_for_selector("#panel-forward[data-t='900']", timeout=30_000)
+            assert page.get_attribute("#fwd-xt", "src") != before
+            ab = float(get_schedule("linear", 1000).alphas_cumprod[900])
+            assert float(page.text_content("#stat-alpha-bar")) == pytest.approx(ab, rel=1e-3)
+            upload = tmp_path / "upload.png"
+            Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(upload)
+            page.set_input_files("#upload", str(upload))
+            page.wait_for_selector("#train-images img.chosen[data-image^='upload:']", timeout=30_000)
+            chosen = page.get_attribute("#train-images img.chosen", "src")
+            for _ in range(300):  # (the page's CSP forbids Playwright's string predicates)
+                if page.get_attribute("#fwd-x0", "src") == chosen:
+                    break
+                page.wait_for_timeout(100)
+            assert (decode_png(page.get_attribute("#fwd-x0", "src")) == 200).all()  # a flat gray, decoded at 8x8
+            shot = tmp_path / "forward.png"
+            page.screenshot(path=str(shot), full_page=True)
+            with Image.open(shot) as im:
+                assert im.format == "PNG" and im.width == 1100 and im.height >= 800
+
+            # a class-conditional run shows its class picker
+            page.click("#tabs button[data-panel=generate]")
+            page.select_option("#run", "cc")
+            page.wait_for_selector("#row-class:not([hidden])", timeout=10_000)
+            assert page.locator("#class option").count() == 11 and page.locator("#row-prompt").is_hidden()
+        finally:
+            context.close()
+    assert problems == []
