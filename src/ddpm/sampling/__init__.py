@@ -5,7 +5,7 @@ callback, <own options>)``; :func:`sample` picks one by name."""
 from .ancestral import sample_ancestral
 from .ddim import sample_ddim
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
-from .guidance import guided_model_fn
+from .guidance import guided_model_fn, text_guided_model_fn
 from .registry import DEFAULT_GRIDS, DEFAULT_STEPS, SAMPLERS, get_sampler, sample
 from .timesteps import GRIDS, get_timesteps
 
@@ -23,4 +23,5 @@ __all__ = [
     "sample_dpmpp_2m",
     "sample_dpmpp_2m_sde",
     "sample_dpmpp_3m",
+    "text_guided_model_fn",
 ]
