@@ -12,6 +12,7 @@ set's own class names are used (Flowers-102's "pink primrose", ...).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -27,7 +28,15 @@ class LabelCaptions:
         names = self.names if self.names is not None else tuple((n.replace("_", " "),) for n in class_names or ())
         if not names:
             raise ConfigError("label-derived captions need class names, and the data set has none")
-        return [[t.format(n) for n in per_class for t in self.templates] for per_class in names]
+        return [[with_article(t.format(n)) for n in per_class for t in self.templates] for per_class in names]
+
+
+_VOWEL_SOUND = re.compile(r"\b([Aa]) (?=(?!one\b)[aeiouAEIOU]|8|11\b|18\b)")
+
+
+def with_article(text: str) -> str:
+    """"a" before a vowel sound made "an" ("an eight", "an 8", "an airplane"; "a one" stays)."""
+    return _VOWEL_SOUND.sub(lambda m: m.group(1) + "n ", text)
 
 
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
