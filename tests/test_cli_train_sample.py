@@ -190,3 +190,45 @@ def test_naming_the_raw_weights_file_samples_from_it(tmp_path):
         assert main(["sample", "--checkpoint", str(ckpt), *flags, "--n", "2", "--out", str(tmp_path / f"{name}-dir")]) == 0
         assert (tmp_path / name / "grid.png").read_bytes() == (tmp_path / f"{name}-dir" / "grid.png").read_bytes()
     assert (tmp_path / "model" / "grid.png").read_bytes() != (tmp_path / "ema" / "grid.png").read_bytes()
+
+
+def test_captioned_folder_train_then_prompt(tmp_path, capsys):
+    """The README's text path: a folder with metadata.jsonl, --text-conditional, --prompt."""
+    import json
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rows = []
+    for i in range(12):
+        colour = "red" if i % 2 else "blue"
+        Image.new("RGB", (8, 8), (255, 0, 0) if i % 2 else (0, 0, 255)).save(folder / f"{i:02d}.png")
+        rows.append(json.dumps({"file_name": f"{i:02d}.png", "text": f"a {colour} square"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\nnot json\n", encoding="utf-8")
+    run = tmp_path / "runs" / "t"
+    assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(tmp_path / "runs"), "--name", "t",
+                 "--dataset", f"folder:{folder}", "--image-size", "8", "--text-conditional", "--text-encoder", "builtin",
+                 "--builtin-text-dim", "8", "--builtin-text-layers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "captions for 12 of 12 images (12 from metadata files, 0 from .txt files); skipped: 1 malformed lines" in out
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# two prompts\na blue square\n", encoding="utf-8")
+    args = ["sample", "--run", str(run), "--prompt", "a red square", "--prompts-file", str(prompts), "--n", "3",
+            "--guidance-scale", "3", "--seed", "1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == [f"{i:05d}_prompt{i // 3}.png" for i in range(6)] + ["grid.png", "prompts.txt"]
+    assert (tmp_path / "a" / "prompts.txt").read_text() == "0\ta red square\n1\ta blue square\n"
+    for name in names:  # a prompt and a seed give the same images
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    with Image.open(tmp_path / "a" / "grid.png") as im:  # 2 rows of 3 (upscaled, padded)
+        assert im.width > im.height
+
+
+def test_a_prompt_on_a_run_without_text_is_refused(tmp_path):
+    assert main(["train", *TINY, "--max-steps", "1", "--runs-dir", str(tmp_path), "--name", "plain"]) == 0
+    code, _, err = run_cli("sample", "--run", str(tmp_path / "plain"), "--prompt", "a handwritten seven",
+                           "--out", str(tmp_path / "never"), cwd=tmp_path)
+    assert code == 2 and not (tmp_path / "never").exists()
+    assert err.strip() == ("ddpm: error: --prompt needs a text-conditional run (trained with --text-conditional); "
+                           "this run was trained without captions")

@@ -15,11 +15,13 @@ from ..config import RunConfig
 from ..data import ImageDataset
 from ..errors import DataError
 from ..text import build_vocab, make_text_encoder
+from ..text.builtin import words
 from ..text.base import TextBatch
 from ..text.cache import CACHE_FILE, CaptionEmbeddings, cached_caption_embeddings
 from ..text.captions import CaptionSet, dataset_captions, drop_long_captions
 from ..text.label_captions import label_phrasings
 from .distributed import Distributed
+from .validate import validate_text_settings
 
 GRID_PROMPTS = 8  # folder runs: the sample grids show this many of the captions
 
@@ -31,12 +33,13 @@ def _token_counter(config: RunConfig) -> Callable[[list[str]], list[int]]:
 
         tok = minilm_tokenizer()
         return lambda texts: [len(e.ids) for e in tok.encode_batch(list(texts))]
-    return make_text_encoder("builtin", max_tokens=m.text_max_tokens, vocab=("",), builtin_dim=m.builtin_text_dim).count_tokens
+    return lambda texts: [len(words(t)) for t in texts]
 
 
 def resolve_captions(config: RunConfig, data: ImageDataset, log: Callable[[str], None]) -> tuple[ImageDataset, CaptionSet, RunConfig]:
     """The images that have a usable caption, their CaptionSet, and the config with the builtin
     encoder's vocabulary filled in."""
+    validate_text_settings(config)  # before the captions are read and counted with those settings
     captions, keep = dataset_captions(config.data.dataset, data, log)
     if not bool(keep.all()):
         data = data.subset(keep)
