@@ -93,3 +93,17 @@ def test_the_last_frame_is_the_sample(run, tmp_path):
         last = np.asarray(im.convert("L"))[2:66, 2 + 3 * 66 : 2 + 3 * 66 + 64]  # the last column's cell
     expected = np.round(sample[0, 0].numpy() * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
     assert np.abs(last.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_reverse_picture_of_a_text_run(tmp_path):
+    tiny = {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
+            "sample_every": "0", "save_every": "0", "sampler": "ddim", "steps": "3", "tensorboard": "false", "max_steps": "1",
+            "text_conditional": "true", "text_encoder": "builtin", "builtin_text_dim": "8", "builtin_text_layers": "0",
+            "guidance_scale": "3", "num_samples": "2", "runs_dir": str(tmp_path), "name": "t"}
+    run = train(apply_overrides(RunConfig(), tiny), log=lambda m: None, progress=False).run_dir
+    # without a prompt: unconditional (the run's guidance has nothing to guide towards); with one: guided
+    plain, _ = reverse_picture(run, tmp_path / "u.gif", num_images=2, device="cpu")
+    guided, _ = reverse_picture(run, tmp_path / "p.gif", num_images=2, device="cpu", prompt="a handwritten seven")
+    assert plain.is_file() and guided.is_file()
+    with pytest.raises(ConfigError, match="--guidance-scale needs a --prompt on a text-conditional run"):
+        reverse_picture(run, tmp_path / "x.gif", num_images=2, device="cpu", guidance_scale=2.0)

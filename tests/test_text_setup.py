@@ -10,6 +10,7 @@ from PIL import Image
 from ddpm.config import RunConfig, apply_overrides
 from ddpm.errors import ConfigError, DataError
 from ddpm.facade import GaussianDiffusion
+from ddpm.generate import sample_to_directory
 from ddpm.text.cache import CACHE_FILE, load_caption_embeddings
 from ddpm.training import text_setup
 from ddpm.training.checkpoint import read_checkpoint
@@ -58,6 +59,12 @@ def test_resume_of_a_text_run_equals_an_uninterrupted_one(tmp_path, monkeypatch,
     emb = load_caption_embeddings(cache)
     assert emb.name == encoder and len(emb.texts) == 100  # digits: 10 classes x 10 phrasings
     assert sorted(p.name for p in (whole.run_dir / "samples").iterdir()) == ["step_00000004.png", "step_00000006.png"]
+    # ddpm sample loads the run's own encoder for new prompts (MiniLM: on the first prompt)
+    monkeypatch.undo()
+    out = sample_to_directory(whole.run_dir, out=tmp_path / "drawn", num=2, prompts=["the number seven", "7"],
+                              guidance_scale=2.0, log=quiet)
+    assert sorted(p.name for p in out.iterdir())[:4] == ["00000_prompt0.png", "00001_prompt0.png", "00002_prompt1.png",
+                                                         "00003_prompt1.png"]
 
 
 def test_caption_dropout_in_the_trainer(tmp_path, monkeypatch):

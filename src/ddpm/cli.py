@@ -165,7 +165,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
                                                    num_images=args.n or 8, sampler=args.sampler, steps=args.steps,
                                                    eta=args.eta, guidance_scale=args.guidance_scale,
                                                    classes=args.cls, seed=args.seed, device=args.device,
-                                                   columns=args.columns)
+                                                   columns=args.columns, prompt=args.prompt)
             print(f"wrote {anim}" + (f" and {still}" if still else ""))
         else:
             out = pictures.interpolation_picture(args.run, args.out or "interpolation.png", rows=args.n or 4,
@@ -273,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--eta", type=float, help="reverse: DDIM noise")
     viz.add_argument("--guidance-scale", type=float, help="reverse: classifier-free guidance w")
     viz.add_argument("--class", dest="cls", type=int, action="append", metavar="N")
+    viz.add_argument("--prompt", metavar="TEXT", help="reverse: the caption to draw (text-conditional runs)")
     viz.add_argument("--seed", type=int, default=0)
     viz.add_argument("--device", default="auto")
     viz.set_defaults(handler=cmd_viz)

@@ -233,13 +233,6 @@ class GaussianDiffusion(nn.Module):
                 # caption dropout trains the null caption for classifier-free guidance
                 keep = torch.rand(x0.shape[0], device=x0.device, generator=generator) >= self.p_uncond
             text = text.to(x0.device).with_drop(None if keep is None else ~keep.to(x0.device))
-            net = network if network is not None else self.model
-            return training_losses(
-                lambda x, tt: net(x, tt, text=text), self.schedule_on(x0.device), x0, objective=self.objective,
-                loss_type=self.loss_type, variance_type=self.variance_type, min_snr_gamma=self.min_snr_gamma,
-                offset_noise_strength=self.offset_noise_strength, vlb_weight=self.vlb_weight, t=t, noise=noise,
-                generator=generator,
-            )
         if classes is not None:
             classes = classes.to(x0.device).long()
             if keep_labels is None and self.training and self.p_uncond > 0:
@@ -249,7 +242,8 @@ class GaussianDiffusion(nn.Module):
                 classes = torch.where(keep_labels.to(classes.device), classes, torch.full_like(classes, self.num_classes))
         net = network if network is not None else self.model
         return training_losses(
-            (lambda x, tt: net(x, tt, classes)) if classes is not None else (lambda x, tt: net(x, tt)),
+            (lambda x, tt: net(x, tt, text=text)) if text is not None
+            else (lambda x, tt: net(x, tt, classes)) if classes is not None else (lambda x, tt: net(x, tt)),
             self.schedule_on(x0.device),
             x0,
             objective=self.objective,

@@ -86,6 +86,7 @@ def reverse_picture(
     device: str = "auto",
     columns: int = 10,
     max_frames: int = 100,
+    prompt: str | None = None,
 ) -> tuple[Path, Path | None]:
     """An animation (GIF or WebP) of sampling: x_t on the left, the predicted x_0 on the right,
     ending on the sample itself; and, with ``still``, a grid whose rows are samples and whose
@@ -96,7 +97,11 @@ def reverse_picture(
     diffusion, ckpt = load_for_sampling(run, device=device)
     given = {"sampler": sampler, "steps": steps, "eta": eta, "guidance_scale": guidance_scale}
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
-    check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes))
+    if diffusion.text_conditional and prompt is None:
+        if guidance_scale is not None and guidance_scale != 1.0:
+            raise ConfigError("--guidance-scale needs a --prompt on a text-conditional run")
+        settings = replace(settings, guidance_scale=1.0)  # no prompt: unconditional, nothing to guide towards
+    check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes) or prompt is not None)
     history: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     total: list[int] = []
 
@@ -118,6 +123,7 @@ def reverse_picture(
         classes=_labels_for(diffusion, num_images, classes),
         generator=g,
         callback=keep,
+        prompts=prompt,
     )
     sample = final.float().cpu() * 2 - 1  # back to [-1, 1], as the callback's tensors are
     history.append((len(total), sample, sample))  # the last frame is the result
