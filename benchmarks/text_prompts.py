@@ -100,7 +100,7 @@ def main() -> None:
         sample = replace(config.sample, sampler=args.sampler, steps=args.steps, guidance_scale=args.picture_scale)
         images = generate(diffusion, n * len(prompts), batch_size=args.batch_size, sample=sample, seed=args.seed,
                           prompts=[p for p in prompts for _ in range(n)])
-        save_grid(images, args.picture, nrow=n, scale=1)
+        save_grid(images, args.picture, nrow=n, scale=max(1, 32 // images.shape[-2]))  # 28 px MNIST as it is
         atomic_write_text(Path(args.picture).with_suffix(".txt"), "".join(f"{p}\n" for p in prompts))
         print(f"wrote {args.picture}: rows = " + " / ".join(prompts))
 
