@@ -225,12 +225,13 @@ def test_sample_folder_records_its_recipe(tmp_path, capsys):
     assert main(["sample", "--run", str(tmp_path / "rec"), "--n", "3", "--batch-size", "2", "--seed", "5", "--no-ema",
                  "--sampler", "dpm++2m", "--steps", "0", "--out", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    assert f"drawing 3 images from {ckpt} (raw weights) with dpm++2m, 20 steps on the logsnr grid" in out
+    assert f"drawing 3 images from {ckpt} (raw weights) with dpm++2m, 20 steps on the tapered grid" in out
     record = json.loads((tmp_path / "s" / "sample.json").read_text())
     assert record == {
         "format": "torch-ddpm sample", "torch_ddpm": __version__, "run": "rec", "checkpoint": str(ckpt), "step": 2,
-        "weights": "raw", "sampler": "dpm++2m", "steps": 20, "grid": "logsnr", "eta": 0.0, "guidance_scale": 1.0,
-        "clip": "static", "classes": None, "per_class": False, "num_images": 3, "seed": 5, "batch_size": 2,
+        "weights": "raw", "sampler": "dpm++2m", "steps": 20, "grid": "tapered", "eta": 0.0, "guidance_scale": 1.0,
+        "clip": "static", "threshold_percentile": 0.995, "threshold_max": 0.0, "clipped_eps": True, "final": "clean",
+        "classes": None, "per_class": False, "prompts": None, "num_images": 3, "seed": 5, "batch_size": 2,
     }
     for name in ("00000.png", "00002.png", "grid.png"):  # each image carries the same record
         assert read_record(tmp_path / "s" / name) == record
@@ -240,3 +241,48 @@ def test_sample_folder_records_its_recipe(tmp_path, capsys):
     assert "with ddim, 4 steps on the quadratic grid" in capsys.readouterr().out
     again = read_record(tmp_path / "t" / "00000.png")
     assert (again["sampler"], again["steps"], again["grid"], again["weights"]) == ("ddim", 4, "quadratic", "ema")
+
+
+def test_captioned_folder_train_then_prompt(tmp_path, capsys):
+    """The README's text path: a folder with metadata.jsonl, --text-conditional, --prompt."""
+    import json
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rows = []
+    for i in range(12):
+        colour = "red" if i % 2 else "blue"
+        Image.new("RGB", (8, 8), (255, 0, 0) if i % 2 else (0, 0, 255)).save(folder / f"{i:02d}.png")
+        rows.append(json.dumps({"file_name": f"{i:02d}.png", "text": f"a {colour} square"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\nnot json\n", encoding="utf-8")
+    run = tmp_path / "runs" / "t"
+    assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(tmp_path / "runs"), "--name", "t",
+                 "--dataset", f"folder:{folder}", "--image-size", "8", "--text-conditional", "--text-encoder", "builtin",
+                 "--builtin-text-dim", "8", "--builtin-text-layers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "captions for 12 of 12 images (12 from metadata files, 0 from .txt files); skipped: 1 malformed lines" in out
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# two prompts\na blue square\n", encoding="utf-8")
+    args = ["sample", "--run", str(run), "--prompt", "a red square", "--prompts-file", str(prompts), "--n", "3",
+            "--guidance-scale", "3", "--seed", "1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == [f"{i:05d}_prompt{i // 3}.png" for i in range(6)] + ["grid.png", "prompts.txt", "sample.json"]
+    assert (tmp_path / "a" / "prompts.txt").read_text() == "0\ta red square\n1\ta blue square\n"
+    record = read_record(tmp_path / "a")
+    assert record["prompts"] == ["a red square", "a blue square"] and record["num_images"] == 6
+    assert read_record(tmp_path / "a" / "00004_prompt1.png") == record and record["guidance_scale"] == 3.0
+    for name in names:  # a prompt and a seed give the same images
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    with Image.open(tmp_path / "a" / "grid.png") as im:  # 2 rows of 3 (upscaled, padded)
+        assert im.width > im.height
+
+
+def test_a_prompt_on_a_run_without_text_is_refused(tmp_path):
+    assert main(["train", *TINY, "--max-steps", "1", "--runs-dir", str(tmp_path), "--name", "plain"]) == 0
+    code, _, err = run_cli("sample", "--run", str(tmp_path / "plain"), "--prompt", "a handwritten seven",
+                           "--out", str(tmp_path / "never"), cwd=tmp_path)
+    assert code == 2 and not (tmp_path / "never").exists()
+    assert err.strip() == ("ddpm: error: --prompt needs a text-conditional run (trained with --text-conditional); "
+                           "this run was trained without captions")

@@ -213,3 +213,91 @@ def test_starting_points_through_the_facade():
         diffusion.sample(4, x_start=data, t_start=500)
     with pytest.raises(ConfigError, match="clipped_eps=False applies only to the 'ddim' sampler"):
         diffusion.sample(4, sampler="dpm++2m", clipped_eps=False)
+
+
+# ---- text conditioning ----------------------------------------------------------------------------
+
+
+def _text_diffusion(objective="pred_noise", learned_variance=False, **kw):
+    from ddpm.text import BuiltinTextEncoder, WordTokenizer
+
+    vocab = ("a", "handwritten", "seven", "three", "the", "number")
+    torch.manual_seed(0)
+    unet = Unet(dim=8, dim_mults=(1, 2), channels=1, attn_heads=2, attn_dim_head=4, text_dim=8,
+                text_encoder=BuiltinTextEncoder(len(vocab), 8, 1, max_tokens=6), learned_variance=learned_variance)
+    for p in unet.parameters():  # away from the zero-initialised outputs, so prompts matter
+        p.data.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    return GaussianDiffusion(unet, 8, timesteps=20, objective=objective, text_encoder=WordTokenizer(vocab, 6, 8), **kw)
+
+
+class _TextRecorder(torch.nn.Module):
+    channels, text_dim = 3, 2
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.seen = []
+
+    def forward(self, x, t, text=None):
+        self.seen.append(text)
+        return x * self.scale
+
+
+def test_caption_dropout_sends_p_uncond_of_the_captions_to_the_null_caption():
+    from ddpm.text.base import TextBatch
+
+    net = _TextRecorder()
+    diffusion = GaussianDiffusion(net, image_size=2, timesteps=10, p_uncond=0.2)
+    text = TextBatch(torch.ones(8000, 1, 2), torch.ones(8000, 1, dtype=torch.bool), torch.ones(8000, 2))
+    diffusion.loss_terms(torch.rand(8000, 3, 2, 2), text=text, generator=torch.Generator().manual_seed(0))
+    assert net.seen[-1].drop.double().mean().item() == pytest.approx(0.2, abs=0.0135)  # 3 standard errors
+    keep = torch.arange(8000) % 4 != 0
+    diffusion.loss_terms(torch.rand(8000, 3, 2, 2), text=text, keep_labels=keep)
+    assert torch.equal(net.seen[-1].drop, ~keep)
+    diffusion.eval()
+    diffusion.loss_terms(torch.rand(8000, 3, 2, 2), text=text)
+    assert net.seen[-1].drop is None
+
+
+def test_the_same_prompt_and_seed_give_the_same_images():
+    diffusion = _text_diffusion()
+    draw = lambda prompts, seed=0: diffusion.sample(2, sampler="ddim", steps=4, prompts=prompts, guidance_scale=3.0,  # noqa: E731
+                                                    generator=torch.Generator().manual_seed(seed))
+    a = draw(["a handwritten seven", "the number three"])
+    assert torch.equal(a, draw(["a handwritten seven", "the number three"]))
+    assert torch.equal(draw("a handwritten seven")[0], a[0])  # one prompt for every image
+    assert (a - draw(["the number three", "a handwritten seven"])).abs().amax() > 1e-4
+    assert (a - draw(["a handwritten seven", "the number three"], seed=1)).abs().amax() > 1e-4
+    loss = diffusion(torch.rand(2, 1, 8, 8), prompts=["a seven", "three"])  # Python training with captions
+    loss.backward()
+    assert torch.isfinite(loss) and diffusion.model.text_encoder.word.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("objective,learned", [("pred_noise", False), ("pred_x0", False), ("pred_v", False), ("pred_noise", True)])
+def test_text_conditioning_works_with_every_sampler_and_objective(objective, learned):
+    from ddpm.sampling import SAMPLERS
+
+    diffusion = _text_diffusion(objective, learned)
+    for sampler in SAMPLERS:
+        out = diffusion.sample(2, sampler=sampler, steps=3, prompts=["a seven", "three"], guidance_scale=2.0,
+                               generator=torch.Generator().manual_seed(0))
+        assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all(), sampler
+
+
+def test_prompt_errors():
+    plain = GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1, attn_heads=2, attn_dim_head=4), 8, timesteps=10)
+    with pytest.raises(ConfigError, match="prompts were given but the model is not text-conditional"):
+        plain.sample(1, prompts=["a seven"])
+    diffusion = _text_diffusion()
+    with pytest.raises(ConfigError, match="got 2 prompts for a batch of 3"):
+        diffusion.sample(3, prompts=["a", "b"])
+    with pytest.raises(ConfigError, match="guidance_scale needs class labels .* or prompts"):
+        diffusion.sample(1, guidance_scale=2.0)
+    from ddpm.text import WordTokenizer
+
+    with pytest.raises(ConfigError, match="gives 5-wide embeddings but the Unet was built for text_dim=8"):
+        GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1, attn_heads=2, attn_dim_head=4, text_dim=8), 8,
+                          text_encoder=WordTokenizer(("a",), 4, 5))
+    with pytest.raises(ConfigError, match="no text encoder: pass text_encoder"):
+        GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1, attn_heads=2, attn_dim_head=4, text_dim=8), 8).sample(1, prompts="a")
+    assert "text_encoder" not in dict(diffusion.named_children())  # frozen: not a submodule

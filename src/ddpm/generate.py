@@ -43,10 +43,12 @@ def generate(
     labels: Sequence[int] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     on_step: Callable[[int, int, Tensor, Tensor], None] | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> Tensor:
     """``num`` images [num, C, H, W] in [0, 1]. Batch ``i`` uses a generator seeded from (seed, i),
-    so the same seed and batch size give the same images. ``on_step(batch, i, x_t, pred_x0)`` sees
-    every sampler step of every batch (the sampler's callback, tensors in [-1, 1])."""
+    so the same seed and batch size give the same images. ``labels`` or ``prompts``: one per image.
+    ``on_step(batch, i, x_t, pred_x0)`` sees every sampler step of every batch (the sampler's
+    callback, tensors in [-1, 1])."""
     if num < 1 or batch_size < 1:
         raise ConfigError(f"the number of images and the batch size must be positive; got {num} and {batch_size}")
     sample = sample or SampleConfig()
@@ -57,6 +59,7 @@ def generate(
         g = torch.Generator(device=device).manual_seed(derived_seed(seed, 2, i))
         batch_labels = None if labels is None else list(labels[start : start + n])
         step_fn = None if on_step is None else (lambda j, x, x0, b=i: on_step(b, j, x, x0))
+        batch_prompts = None if prompts is None else list(prompts[start : start + n])
         out.append(
             diffusion.sample(
                 n,
@@ -73,6 +76,7 @@ def generate(
                 guidance_scale=sample.guidance_scale,
                 generator=g,
                 callback=step_fn,
+                prompts=batch_prompts,
             ).float().cpu()
         )
         if on_batch is not None:
@@ -80,9 +84,10 @@ def generate(
     return torch.cat(out)
 
 
-def load_for_sampling(source: str | Path, *, use_ema: bool = True, device: str = "auto"):
+def load_for_sampling(source: str | Path, *, use_ema: bool = True, device: str = "auto", text_encoder=None):
     """The GaussianDiffusion of a run or checkpoint, with its (EMA) weights, on ``device``,
-    in eval mode; returns it with the checkpoint it came from."""
+    in eval mode; returns it with the checkpoint it came from. A text-conditional run gets its
+    text encoder (MiniLM is loaded on first use of a prompt), or ``text_encoder`` if given."""
     from .training.build import build_diffusion, build_unet, pick_device
     from .training.checkpoint import check_fit, load_model_weights, read_checkpoint, weight_shapes
 
@@ -90,9 +95,39 @@ def load_for_sampling(source: str | Path, *, use_ema: bool = True, device: str =
     name = "ema.safetensors" if use_ema else "model.safetensors"
     with torch.device("meta"):  # check the weights against the config before allocating anything
         check_fit(build_unet(ckpt.config), weight_shapes(ckpt.path / name), ckpt.path / name)
-    diffusion = build_diffusion(ckpt.config)
+    if text_encoder is None and ckpt.config.data.text_conditional and ckpt.config.model.text_encoder == "minilm":
+        text_encoder = LazyTextEncoder(ckpt.config)
+    diffusion = build_diffusion(ckpt.config, text_encoder=text_encoder)
     load_model_weights(diffusion.model, ckpt.weights(ema=use_ema), ckpt.path / name)
     return diffusion.to(pick_device(device)).eval(), ckpt
+
+
+class LazyTextEncoder:
+    """A run's frozen text encoder, loaded when the first prompt comes: sampling or evaluating a
+    text-conditional run without prompts never needs it (nor its package)."""
+
+    def __init__(self, config):
+        m = config.model
+        self.name, self.max_tokens = m.text_encoder, m.text_max_tokens
+        from .text import text_width
+
+        self.dim = text_width(m.text_encoder, m.builtin_text_dim)
+        self._config, self._encoder = config, None
+
+    def _get(self):
+        if self._encoder is None:
+            from .text import make_text_encoder
+
+            m = self._config.model
+            self._encoder = make_text_encoder(m.text_encoder, max_tokens=m.text_max_tokens, vocab=self._config.data.text_vocab,
+                                              builtin_dim=m.builtin_text_dim)
+        return self._encoder
+
+    def count_tokens(self, prompts):
+        return self._get().count_tokens(prompts)
+
+    def encode(self, prompts):
+        return self._get().encode(prompts)
 
 
 def sample_to_directory(
@@ -118,12 +153,17 @@ def sample_to_directory(
     device: str = "auto",
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    prompts: Sequence[str] | None = None,
 ) -> Path:
     """Draw images from a trained run into ``out``: one PNG per image (``00007.png``, or
     ``00007_class3.png`` for a class-conditional model) and ``grid.png``. Settings not given
     come from the run's own ``[sample]`` section; ``sample.json`` and each PNG's text chunk record
     how the images were made (:func:`ddpm.records.sample_record`). Everything is checked before ``out`` is made;
-    ``source`` naming ``model.safetensors`` or ``ema.safetensors`` picks those weights."""
+    ``source`` naming ``model.safetensors`` or ``ema.safetensors`` picks those weights.
+
+    ``prompts`` (a text-conditional run): ``num`` images of each prompt, one grid row per prompt,
+    named ``00007_prompt1.png`` with ``prompts.txt`` listing the prompts by number. Without
+    prompts a text-conditional run draws unconditional images (the null caption)."""
     from .training.validate import check_sample_settings
 
     if Path(source).name in ("model.safetensors", "ema.safetensors"):  # the file named is the one used
@@ -135,13 +175,30 @@ def sample_to_directory(
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
     if num < 1 or batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be positive; got {num} and {batch_size}")
-    check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes))
+    text_run = diffusion.text_conditional
+    if prompts and not text_run:
+        raise ConfigError("--prompt needs a text-conditional run (trained with --text-conditional); this run was trained "
+                          "without captions")
+    if prompts and (classes or per_class):
+        raise ConfigError("--prompt cannot be combined with --class or --per-class")
+    if text_run and not prompts:
+        if guidance_scale is not None and guidance_scale != 1.0:
+            raise ConfigError("--guidance-scale needs a --prompt on a text-conditional run")
+        settings = replace(settings, guidance_scale=1.0)
+        log("no --prompt: drawing unconditional images (the null caption)")
+    check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes) or text_run)
+    layout = None
+    if prompts:
+        from .text.base import check_prompts
+
+        prompts = check_prompts(prompts, diffusion.text_encoder)  # every prompt checked before any drawing
+        layout = [p for p in prompts for _ in range(num)]
     labels = None
     if diffusion.num_classes:
         labels = class_layout(num, diffusion.num_classes, classes, per_class)
     elif classes or per_class:
         raise ConfigError("--class and --per-class need a class-conditional model; this run was trained without labels")
-    total = len(labels) if labels is not None else num
+    total = len(labels) if labels is not None else len(layout) if layout is not None else num
     run_dir = ckpt.path.parent.parent
     if out is None:
         out = run_dir / "generated" / f"step{ckpt.step}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -150,16 +207,21 @@ def sample_to_directory(
         raise ConfigError(f"output directory {out} is not empty; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     record = sample_record(ckpt, settings, num_timesteps=diffusion.num_timesteps, num_images=total, seed=seed,
-                           batch_size=batch_size, use_ema=use_ema, classes=classes, per_class=per_class)
+                           batch_size=batch_size, use_ema=use_ema, classes=classes, per_class=per_class,
+                           prompts=prompts)
     log(f"drawing {total} images from {ckpt.path} ({record['weights']} weights) with {describe(record)} "
         f"({diffusion.device})")
     images = generate(diffusion, total, batch_size=batch_size, sample=settings, seed=seed, labels=labels,
-                      on_batch=lambda done, n: log(f"  {done}/{n}"))
+                      on_batch=lambda done, n: log(f"  {done}/{n}"), prompts=layout)
     text = png_text(record)
     for i, image in enumerate(images):
         name = f"{i:05d}_class{labels[i]}.png" if labels is not None else f"{i:05d}.png"
+        if layout is not None:
+            name = f"{i:05d}_prompt{i // num}.png"
         save_image(image, out / name, text=text)
-    nrow = num if per_class and labels is not None else None
+    if layout is not None:
+        atomic_write_text(out / "prompts.txt", "".join(f"{k}\t{p}\n" for k, p in enumerate(prompts)))
+    nrow = num if (per_class and labels is not None) or layout is not None else None
     save_grid(images, out / "grid.png", nrow=nrow, text=text)
     atomic_write_text(out / "sample.json", json.dumps(record, indent=2) + "\n")
     return out

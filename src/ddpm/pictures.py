@@ -87,6 +87,7 @@ def reverse_picture(
     columns: int = 10,
     max_frames: int = 100,
     log: Callable[[str], None] = print,
+    prompt: str | None = None,
 ) -> tuple[Path, Path | None]:
     """An animation (GIF or WebP) of sampling: x_t on the left, the predicted x_0 on the right,
     ending on the sample itself; and, with ``still``, a grid whose rows are samples and whose
@@ -97,7 +98,11 @@ def reverse_picture(
     diffusion, ckpt = load_for_sampling(run, device=device)
     given = {"sampler": sampler, "steps": steps, "eta": eta, "guidance_scale": guidance_scale}
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
-    check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes))
+    if diffusion.text_conditional and prompt is None:
+        if guidance_scale is not None and guidance_scale != 1.0:
+            raise ConfigError("--guidance-scale needs a --prompt on a text-conditional run")
+        settings = replace(settings, guidance_scale=1.0)  # no prompt: unconditional, nothing to guide towards
+    check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes) or prompt is not None)
     used_steps, used_grid = resolved_steps_and_grid(settings, diffusion.num_timesteps)
     log(f"drawing {num_images} images from {ckpt.path} with {settings.sampler}, {used_steps} steps on the {used_grid} grid")
     history: list[tuple[int, torch.Tensor, torch.Tensor]] = []
@@ -121,6 +126,7 @@ def reverse_picture(
         classes=_labels_for(diffusion, num_images, classes),
         generator=g,
         callback=keep,
+        prompts=prompt,
     )
     sample = final.float().cpu() * 2 - 1  # back to [-1, 1], as the callback's tensors are
     history.append((len(total), sample, sample))  # the last frame is the result

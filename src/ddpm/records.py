@@ -36,6 +36,7 @@ def sample_record(
     use_ema: bool,
     classes: Sequence[int] | None = None,
     per_class: bool = False,
+    prompts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The recipe of a set of images drawn from ``ckpt`` with ``settings``: the steps and grid
     are the ones used (the sampler's defaults filled in), never 0 or empty. It holds no time, so
@@ -56,8 +57,13 @@ def sample_record(
         "eta": settings.eta,
         "guidance_scale": settings.guidance_scale,
         "clip": settings.clip,
+        "threshold_percentile": settings.threshold_percentile,
+        "threshold_max": settings.threshold_max,
+        "clipped_eps": settings.clipped_eps,
+        "final": settings.final,
         "classes": list(classes) if classes else None,  # None: all classes in turn (or an unconditional model)
         "per_class": per_class,
+        "prompts": list(prompts) if prompts else None,  # a text-conditional run: num_images / len(prompts) of each
         "num_images": num_images,
         "seed": seed,
         "batch_size": batch_size,

@@ -69,8 +69,10 @@ def get_dataset(
         path = key[len("folder:"):]
         if size is None:
             raise ConfigError(f"data set {name!r} needs an image_size, e.g. 64 or (64, 64), to bring its images to one size.")
-        images, labels, names = load_folder(path, split, size, channels or 3, class_labels=class_labels, log=log)
-        return finish(images, labels, names, f"folder:{path}", **options)
+        files: list[str] = []
+        images, labels, names = load_folder(path, split, size, channels or 3, class_labels=class_labels, log=log,
+                                            files_read=files)
+        return finish(images, labels, names, f"folder:{path}", **options, files=files)
     key = key.lower()
     if key == "digits":
         images, labels = load_digits(split)

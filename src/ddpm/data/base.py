@@ -28,12 +28,14 @@ class ImageDataset:
     labels: int64 [N] class indices, or None when the source has no labels.
     class_names: the name of each class index, or None.
     name: where it came from, e.g. ``"digits"``, ``"mnist"``, ``"folder:/path"``.
+    files: for a folder, each image's path relative to it (captions are looked up by it), or None.
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     class_names: list[str] | None
     name: str
+    files: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.images, torch.Tensor) and self.images.dtype == torch.uint8 and self.images.dim() == 4):
@@ -58,6 +60,12 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def subset(self, keep: torch.Tensor) -> "ImageDataset":
+        """The images where ``keep`` (bool [N]) is true, with their labels and file names."""
+        files = [f for f, k in zip(self.files, keep.tolist()) if k] if self.files is not None else None
+        labels = self.labels[keep] if self.labels is not None else None
+        return ImageDataset(self.images[keep], labels, self.class_names, self.name, files)
 
     def to_float(self, indices) -> torch.Tensor:
         """float32 [B, C, H, W] in [-1, 1] (x / 127.5 - 1) for ``indices`` (tensor, list or slice)."""
@@ -150,6 +158,7 @@ def finish(
     image_size: tuple[int, int] | None,
     channels: int | None,
     class_labels: bool,
+    files: list[str] | None = None,
 ) -> ImageDataset:
     """Convert channels, resize and wrap uint8 [N, C, H, W] arrays as an :class:`ImageDataset`."""
     if channels == 1 and images.shape[1] == 3:
@@ -167,4 +176,5 @@ def finish(
         labels=torch.from_numpy(labels.astype(np.int64)) if keep else None,
         class_names=list(class_names) if keep and class_names is not None else None,
         name=name,
+        files=files,
     )

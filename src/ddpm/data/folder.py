@@ -84,8 +84,10 @@ def load_folder(
     *,
     class_labels: bool = True,
     log: Callable[[str], None] = print,
+    files_read: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """uint8 images [N, channels, H, W], int64 labels [N] or None, and the class names or None."""
+    """uint8 images [N, channels, H, W], int64 labels [N] or None, and the class names or None.
+    ``files_read``, if given, receives the path of each image read, relative to ``root``."""
     check_split(split)
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -110,6 +112,8 @@ def load_folder(
     if not kept:
         raise DataError(f"image folder {root} holds no readable image ({_count(len(files), 'file')} could not be read).")
     images = images[: len(kept)]
+    if files_read is not None:
+        files_read.extend(p.relative_to(root).as_posix() for p in kept)
     if not class_labels:
         return images, None, None
     parts = [p.relative_to(root).parts for p in kept]

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,11 +25,13 @@ from ..data import get_dataset
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
 from ..generate import class_layout, generate, load_for_sampling
+from ..text.prompts import read_labelled_prompts
 from ..training.validate import check_sample_settings, resolved_steps_and_grid
 from .classifier import classifier_accuracy, load_classifier, predict, save_classifier, train_classifier
 from .features import classifier_extractor, compute_statistics, inception_extractor, load_statistics, save_statistics
 from .inception import download_inception_weights
 from .metrics import frechet_distance, kernel_distance, precision_recall
+from .prompts import prompt_accuracy, prompt_layout, score_prompts, trained_prompts
 
 FEATURES = ("classifier", "inception")
 
@@ -48,6 +50,7 @@ class EvalSettings:
     use_ema: bool = True
     device: str = "auto"
     classes: tuple[int, ...] = ()  # class-conditional runs: the classes to draw, in turn (empty: all)
+    prompts_file: str | None = None  # text runs with label-derived captions: "CLASS: prompt" lines, also scored
 
 
 def _cache_root(cache_dir: str | None) -> Path:
@@ -108,13 +111,28 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
     if settings.classes and not diffusion.num_classes:
         raise ConfigError("--class needs a class-conditional run (trained with --class-conditional)")
     labels = class_layout(settings.num_samples, diffusion.num_classes, settings.classes) if diffusion.num_classes else None
-    check_sample_settings(sample, diffusion.schedule, bool(diffusion.num_classes))
-    steps, grid = resolved_steps_and_grid(sample, diffusion.num_timesteps)  # recorded as used, not as "default"
+    text_run = diffusion.text_conditional
     real = _load_split(config, "test", log)
     real_images = real.images.float() / 255.0
+    if settings.prompts_file and not text_run:
+        raise ConfigError("--prompts-file needs a text-conditional run (trained with --text-conditional)")
+    labelled = file_prompts = prompts = wanted = None
+    if text_run:  # the FID images are drawn for the training phrasings in turn (a folder's: unconditional)
+        labelled = trained_prompts(config.data.dataset, real.class_names, int(real.num_classes or 0))
+        if labelled is None:
+            if settings.prompts_file:
+                raise ConfigError(f"--prompts-file needs a run with label-derived captions ({config.data.dataset!r} has "
+                                  "none: no classifier knows what its prompts ask for)")
+            sample = replace(sample, guidance_scale=1.0)
+        else:
+            wanted, prompts = prompt_layout(labelled, settings.num_samples)
+            if settings.prompts_file:
+                file_prompts = read_labelled_prompts(settings.prompts_file, list(real.class_names or []))
+    check_sample_settings(sample, diffusion.schedule, bool(diffusion.num_classes) or text_run)
+    steps, grid = resolved_steps_and_grid(sample, diffusion.num_timesteps)  # recorded as used, not as "default"
 
     classifier = accuracy = None
-    if settings.features == "classifier" or diffusion.num_classes:
+    if settings.features == "classifier" or diffusion.num_classes or labelled is not None:
         classifier, accuracy = get_classifier(config, settings, device, log)
     if settings.features == "classifier":
         extractor = classifier_extractor(classifier, device=device)
@@ -142,7 +160,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
     log(f"drawing {settings.num_samples} images with {sample.sampler} ({steps} steps, {grid} grid) on {device}")
     began = time.monotonic()
     fake = generate(diffusion, settings.num_samples, batch_size=settings.batch_size, sample=sample,
-                    seed=settings.seed, labels=labels)
+                    seed=settings.seed, labels=labels, prompts=prompts)
     seconds = time.monotonic() - began
     mu_g, sigma_g, feats_g = compute_statistics(extractor, fake)
     kid, kid_se = kernel_distance(feats_r, feats_g, subset_size=min(1000, len(feats_r), len(feats_g)))
@@ -167,6 +185,13 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
         wanted = torch.tensor(labels)
         per_class = {str(c): float((predicted[wanted == c] == c).float().mean()) for c in sorted(set(labels))}
         result["class_accuracy"] = {"overall": float((predicted == wanted).float().mean()), "per_class": per_class}
+    if prompts is not None:
+        result["prompt_accuracy"] = {"trained phrasings": score_prompts(predict(classifier, fake), wanted, prompts)}
+        if file_prompts is not None:
+            log(f"drawing {settings.num_samples} images for the {len(file_prompts)} prompts of {settings.prompts_file}")
+            scores, _ = prompt_accuracy(diffusion, classifier, file_prompts, settings.num_samples, sample=sample,
+                                        batch_size=settings.batch_size, seed=settings.seed)
+            result["prompt_accuracy"][str(settings.prompts_file)] = scores
     if settings.bpd_images > 0:
         n = min(settings.bpd_images, len(real))
         log(f"bits/dim of {n} held-out images ({diffusion.num_timesteps} terms each)")
@@ -223,6 +248,9 @@ def format_table(result: dict[str, Any]) -> str:
         ca = result["class_accuracy"]
         per = ", ".join(f"{k}: {v:.2f}" for k, v in ca["per_class"].items())
         rows.append(("class accuracy", f"{ca['overall']:.4f} ({per})"))
+    for which, pa in result.get("prompt_accuracy", {}).items():
+        per = ", ".join(f"{k}: {v:.2f}" for k, v in pa["per_class"].items())
+        rows.append((f"prompt accuracy ({which})", f"{pa['overall']:.4f} ({per})"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

@@ -10,16 +10,19 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from ..text.base import TextBatch
+from .conditioning import Context, CrossAttention, TextConditioning
 from .embeddings import LabelEmbedding, TimestepEmbedding
 from .layers import Attention, Downsample, ResBlock, Upsample, group_norm, run_block, zero_init
 
 
 class EmbedSequential(nn.ModuleList):
-    """Blocks applied in order; residual blocks also receive the conditioning embedding."""
+    """Blocks applied in order; residual blocks also receive the conditioning embedding, and
+    cross-attention blocks the text context."""
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, context: Context | None = None) -> Tensor:
         for block in self:
-            x = run_block(block, x, emb)
+            x = block(x, context) if isinstance(block, CrossAttention) else run_block(block, x, emb)
         return x
 
 
@@ -68,6 +71,14 @@ class Unet(nn.Module):
         flash_attn: accepted for compatibility; ``attn_impl`` decides.
         attn_impl: ``auto`` (default), ``sdpa`` or ``math``; see :class:`~ddpm.models.layers.Attention`.
         grad_checkpoint: recompute activations in the backward pass to save memory.
+        text_dim: width D of the text encoder's token embeddings and pooled vector: adds text
+            conditioning (see :mod:`ddpm.models.conditioning`): the pooled vector joins the time
+            embedding, and a cross-attention block follows every self-attention block (the
+            levels of ``full_attn`` and the middle). ``forward(x, t, text=TextBatch)``; ``text=None``
+            means "unconditional" (the learned null caption).
+        text_encoder: a module trained with the Unet that turns token ids into embeddings of
+            width ``text_dim`` (:class:`ddpm.text.builtin.BuiltinTextEncoder`); None for a frozen
+            encoder whose embeddings are given to ``forward``.
     """
 
     def __init__(
@@ -90,6 +101,8 @@ class Unet(nn.Module):
         flash_attn: bool = False,
         grad_checkpoint: bool = False,
         attn_impl: str = "auto",
+        text_dim: int | None = None,
+        text_encoder: nn.Module | None = None,
     ):
         super().__init__()
         dim_mults = tuple(dim_mults)
@@ -112,6 +125,11 @@ class Unet(nn.Module):
         self.downsample_factor = 2 ** (levels - 1)
         self.grad_checkpoint = grad_checkpoint
         self.self_condition = False  # lucidrains' attribute; self-conditioning is not implemented
+        if text_dim is not None and text_dim < 1:
+            raise ConfigError(f"text_dim must be a positive integer or None; got {text_dim}")
+        if text_encoder is not None and text_dim is None:
+            raise ConfigError("a text_encoder needs text_dim, the width of its embeddings")
+        self.text_dim = text_dim
         init_dim = init_dim or dim
         emb_dim = 4 * dim
         g = resnet_block_groups
@@ -119,11 +137,17 @@ class Unet(nn.Module):
         def res(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout=dropout, groups=g)
 
-        def attn(ch: int) -> Attention:
-            return Attention(ch, heads=attn_heads, dim_head=attn_dim_head, groups=g, impl=attn_impl)
+        def attn(ch: int) -> list[nn.Module]:
+            blocks: list[nn.Module] = [Attention(ch, heads=attn_heads, dim_head=attn_dim_head, groups=g, impl=attn_impl)]
+            if text_dim is not None:  # attend to the caption where the image attends to itself
+                blocks.append(CrossAttention(ch, context_dim, heads=attn_heads, dim_head=attn_dim_head, groups=g))
+            return blocks
 
         self.time_embed = TimestepEmbedding(dim, emb_dim, sinusoidal_pos_emb_theta)
         self.label_embed = LabelEmbedding(num_classes, emb_dim) if num_classes else None
+        context_dim = attn_heads * attn_dim_head
+        self.text_encoder = text_encoder
+        self.text_cond = TextConditioning(text_dim, emb_dim, context_dim) if text_dim is not None else None
         self.init_conv = nn.Conv2d(channels, init_dim, 3, padding=1)
 
         # dims[i] is the width of level i; leaving level i changes it to dims[i + 1]. The same
@@ -134,15 +158,15 @@ class Unet(nn.Module):
         self.ups = nn.ModuleList()
         for level in range(levels):
             c_in, c_out = dims[level], dims[level + 1]
-            down = [EmbedSequential([res(c_in, c_in)] + ([attn(c_in)] if full_attn[level] else []))
+            down = [EmbedSequential([res(c_in, c_in)] + (attn(c_in) if full_attn[level] else []))
                     for _ in range(num_res_blocks)]
             last = level == levels - 1
             self.downs.append(Level(down, nn.Conv2d(c_in, c_out, 3, padding=1) if last else Downsample(c_in, c_out)))
-            up = [EmbedSequential([res(c_out + c_in, c_out)] + ([attn(c_out)] if full_attn[level] else []))
+            up = [EmbedSequential([res(c_out + c_in, c_out)] + (attn(c_out) if full_attn[level] else []))
                   for _ in range(num_res_blocks)]
             first = level == 0
             self.ups.insert(0, Level(up, nn.Conv2d(c_out, c_in, 3, padding=1) if first else Upsample(c_out, c_in)))
-        self.mid = EmbedSequential([res(dims[-1], dims[-1]), attn(dims[-1]), res(dims[-1], dims[-1])])
+        self.mid = EmbedSequential([res(dims[-1], dims[-1]), *attn(dims[-1]), res(dims[-1], dims[-1])])
         self.final = res(2 * init_dim, dim)  # also sees the first convolution's output
         self.out_norm = group_norm(dim, g)
         self.out_conv = zero_init(nn.Conv2d(dim, self.out_dim, 3, padding=1))
@@ -159,7 +183,7 @@ class Unet(nn.Module):
                 f"such as {good[0]}x{good[1]}, or fewer dim_mults"
             )
 
-    def forward(self, x: Tensor, time: Tensor, classes: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, time: Tensor, classes: Tensor | None = None, text: TextBatch | None = None) -> Tensor:
         self.check_image_size(x.shape[-2], x.shape[-1])
         if time.ndim == 0:
             time = time.expand(x.shape[0])
@@ -170,24 +194,32 @@ class Unet(nn.Module):
             emb = emb + self.label_embed(classes.long())
         elif classes is not None:
             raise ConfigError("class labels were given to a Unet built without num_classes")
+        context = None
+        if self.text_cond is not None:
+            if text is not None and self.text_encoder is not None:
+                text = self.text_encoder(text)  # token ids -> embeddings, trained with the Unet
+            pooled, context = self.text_cond(text, x.shape[0], x.device, emb.dtype)
+            emb = emb + pooled
+        elif text is not None:
+            raise ConfigError("a prompt (text) was given to a Unet built without text_dim")
 
         h = self.init_conv(x)
         first = h
         skips = []
         for level in self.downs:
             for block in level.blocks:
-                h = self._run(block, h, emb)
+                h = self._run(block, h, emb, context)
                 skips.append(h)
             h = level.transition(h)
-        h = self._run(self.mid, h, emb)
+        h = self._run(self.mid, h, emb, context)
         for level in self.ups:
             for block in level.blocks:
-                h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb)
+                h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context)
             h = level.transition(h)
         h = self.final(torch.cat([h, first], dim=1), emb)
         return self.out_conv(F.silu(self.out_norm(h)))
 
-    def _run(self, block: EmbedSequential, h: Tensor, emb: Tensor) -> Tensor:
+    def _run(self, block: EmbedSequential, h: Tensor, emb: Tensor, context: Context | None = None) -> Tensor:
         if self.grad_checkpoint and self.training and h.requires_grad:
-            return checkpoint(block, h, emb, use_reentrant=False)
-        return block(h, emb)
+            return checkpoint(block, h, emb, context, use_reentrant=False)
+        return block(h, emb, context)

@@ -8,7 +8,7 @@ from .ancestral import sample_ancestral
 from .common import FINALS, rounded_time
 from .ddim import sample_ddim
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
-from .guidance import guided_model_fn
+from .guidance import guided_model_fn, text_guided_model_fn
 from .registry import DEFAULT_GRIDS, DEFAULT_STEPS, SAMPLERS, get_sampler, sample, sample_unipc2, sample_unipc3
 from .timesteps import FRACTIONAL_GRIDS, GRIDS, get_timesteps, sampling_times
 from .unipc import sample_unipc
@@ -34,4 +34,5 @@ __all__ = [
     "sample_unipc2",
     "sample_unipc3",
     "sampling_times",
+    "text_guided_model_fn",
 ]

@@ -67,6 +67,14 @@ def build_unet(config: RunConfig) -> Unet:
     m, data = config.model, config.data
     if data.channels not in (1, 3):
         raise ConfigError(f"channels must be 1 or 3; got {data.channels}")
+    text_dim = text_encoder = None
+    if data.text_conditional:
+        from ..text import BuiltinTextEncoder, text_width
+
+        text_dim = text_width(m.text_encoder, m.builtin_text_dim)
+        if m.text_encoder == "builtin":  # trained with the Unet: part of its weights
+            text_encoder = BuiltinTextEncoder(len(data.text_vocab), m.builtin_text_dim, m.builtin_text_layers,
+                                              max_tokens=m.text_max_tokens)
     return Unet(
         dim=m.dim,
         dim_mults=m.dim_mults,
@@ -81,11 +89,15 @@ def build_unet(config: RunConfig) -> Unet:
         resnet_block_groups=m.resnet_block_groups,
         grad_checkpoint=m.grad_checkpoint,
         attn_impl=m.attn_impl,
+        text_dim=text_dim,
+        text_encoder=text_encoder,
     )
 
 
-def build_diffusion(config: RunConfig, model: torch.nn.Module | None = None) -> GaussianDiffusion:
-    """The GaussianDiffusion a (resolved) configuration describes, around ``model`` if given."""
+def build_diffusion(config: RunConfig, model: torch.nn.Module | None = None, text_encoder=None) -> GaussianDiffusion:
+    """The GaussianDiffusion a (resolved) configuration describes, around ``model`` if given;
+    ``text_encoder`` encodes its prompts (a TextEncoder; default for the builtin encoder: its
+    word tokenizer, for minilm: none until one is given)."""
     d = config.diffusion
     return GaussianDiffusion(
         model if model is not None else build_unet(config),
@@ -100,4 +112,15 @@ def build_diffusion(config: RunConfig, model: torch.nn.Module | None = None) -> 
         offset_noise_strength=d.offset_noise_strength,
         vlb_weight=d.vlb_weight,
         p_uncond=d.p_uncond,
+        text_encoder=text_encoder if text_encoder is not None else builtin_tokenizer(config),
     )
+
+
+def builtin_tokenizer(config: RunConfig):
+    """The word tokenizer of a builtin-encoder text run, or None (it needs no files to load)."""
+    m = config.model
+    if not (config.data.text_conditional and m.text_encoder == "builtin" and config.data.text_vocab):
+        return None
+    from ..text import WordTokenizer
+
+    return WordTokenizer(config.data.text_vocab, m.text_max_tokens, m.builtin_text_dim)

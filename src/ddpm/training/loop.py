@@ -29,6 +29,7 @@ from .ema import EMA
 from .reporting import Reporter
 from .run_dir import MetricsLog, RunLock, new_run_dir
 from .setup import StopRequest, check_resume, resolve_data
+from .text_setup import CaptionBatches, caption_embeddings, grid_prompts, resolve_captions
 from .validate import validate_config
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -79,6 +80,9 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
                 checkpoint = read_checkpoint(resume)
             log(f"resuming {checkpoint.path.parent.parent} from step {checkpoint.step}")
         data, config = resolve_data(config, dist, log)
+        captions = None
+        if config.data.text_conditional:  # images without a usable caption are left out here
+            data, captions, config = resolve_captions(config, data, log)
         validate_config(config)  # everything is checked before a directory is made or replaced
         if checkpoint is not None:
             check_resume(checkpoint.config, config, checkpoint)
@@ -88,7 +92,7 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
             run_dir = Path(dist.from_main(str(made) if made else None))
             lock = RunLock(run_dir).acquire() if dist.is_main else None
         config = replace(config, name=run_dir.name)
-        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop)
+        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, captions)
     finally:
         if lock is not None:
             lock.release()
@@ -102,7 +106,7 @@ def _is_out_of_memory(err: BaseException) -> bool:
     )
 
 
-def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) -> TrainResult:
+def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, captions=None) -> TrainResult:
     tc = config.train
     if checkpoint is not None:
         with torch.device("meta"):  # check the weights against the config before allocating anything
@@ -141,7 +145,12 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
         if dist.enabled:
             log(f"{dist.world_size} processes, global batch {plan.global_batch}")
     metrics = MetricsLog(run_dir / "metrics.csv", resume_step=step) if dist.is_main else None
-    reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main)
+    text_batches = embeddings = prompts = None
+    if captions is not None:  # the frozen encoder's embeddings of every caption, computed once
+        embeddings = caption_embeddings(config, captions, run_dir, dist, device, log)
+        text_batches, prompts = CaptionBatches(captions, embeddings), grid_prompts(config, data, captions)
+    reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main,
+                        prompts=prompts, text_encoder=embeddings)
     C, H, W = data.images.shape[1:]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     start_time, stop_reason = time.monotonic(), "max_steps"
@@ -188,17 +197,21 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
                 noise = draw_noise((Bg, C, H, W), config.diffusion.offset_noise_strength, generator=g, device=device)[mine]
                 flip = (torch.rand(Bg, device=device, generator=g) < 0.5)[mine]
                 keep = (torch.rand(Bg, device=device, generator=g) >= config.diffusion.p_uncond)[mine]
+                # which of an image's captions it takes (label-derived captions have several)
+                pick = torch.rand(Bg, device=device, generator=g)[mine] if text_batches is not None else None
                 idx = plan.indices(m)
                 x = data.to_float(idx).to(device, non_blocking=True)
                 if config.data.hflip:
                     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
                 labels = data.labels[idx].to(device) if config.data.class_conditional else None
+                text = text_batches(idx, pick).to(device) if text_batches is not None else None
                 if tc.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 # with accumulation, gradients are all-reduced once, after the last micro-batch
                 accumulate = ddp is not None and micro < tc.grad_accum - 1
                 with autocast, (ddp.no_sync() if accumulate else nullcontext()):
-                    terms = diffusion.loss_terms((x + 1) / 2, labels, t=t, noise=noise, keep_labels=keep, network=net)
+                    terms = diffusion.loss_terms((x + 1) / 2, labels, t=t, noise=noise, keep_labels=keep, network=net,
+                                                 text=text)
                     loss = terms.loss.mean() / tc.grad_accum
                     loss.backward()
                 loss_value += float(loss.detach())

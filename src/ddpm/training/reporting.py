@@ -41,6 +41,8 @@ class Reporter:
         start_step: int,
         *,
         enabled: bool = True,
+        prompts: list[str] | None = None,
+        text_encoder=None,
     ):
         self.config, self.run_dir, self.ema, self.data, self.metrics, self.log = config, run_dir, ema, data, metrics, log
         self.enabled = enabled
@@ -57,9 +59,12 @@ class Reporter:
                         dynamic_ncols=True, unit="step", file=sys.stderr)
         self.writer = _tensorboard(run_dir) if enabled and tc.tensorboard and run_dir is not None else None
         # samples come from the EMA weights, wrapped in the same diffusion settings
-        self.ema_diffusion = build_diffusion(config, ema.model) if enabled else None
+        self.ema_diffusion = build_diffusion(config, ema.model, text_encoder) if enabled else None
         dc = config.data
         self.labels = class_layout(tc.num_samples, dc.num_classes) if dc.class_conditional else None
+        # text runs: the prompts in turn, one grid column each
+        self.prompts = [prompts[i % len(prompts)] for i in range(tc.num_samples)] if prompts else None
+        self.columns = len(prompts) if prompts else None
 
     def skipped(self, total: int) -> None:
         self._nonfinite = total
@@ -105,8 +110,8 @@ class Reporter:
         began = time.monotonic()
         tc = self.config.train
         images = generate(self.ema_diffusion, tc.num_samples, batch_size=tc.num_samples, sample=self.config.sample,
-                          seed=tc.seed, labels=self.labels)
-        nrow = self.config.data.num_classes if self.labels is not None else None
+                          seed=tc.seed, labels=self.labels, prompts=self.prompts)
+        nrow = self.config.data.num_classes if self.labels is not None else self.columns
         path = save_grid(images, self.run_dir / "samples" / f"step_{step:08d}.png", nrow=nrow)
         if self.writer is not None:
             self.writer.add_image("samples", torch.from_numpy(_grid_array(path)).permute(2, 0, 1), step)

@@ -42,7 +42,7 @@ def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None
             cache_dir=d.cache_dir or None,
             image_size=(d.image_size[0] if len(d.image_size) == 1 else tuple(d.image_size)) if d.image_size else None,
             channels=d.channels or None,
-            class_labels=d.class_conditional,
+            class_labels=d.class_conditional or d.text_conditional,  # label-derived captions need the labels
             log=log,
         )
 

@@ -44,6 +44,8 @@ def validate_config(config: RunConfig) -> None:
         _at_least(name, getattr(m, name), 1)
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"--dropout must lie in [0, 1); got {m.dropout:g}")
+    if config.data.text_conditional:
+        validate_text_settings(config)
 
     # the network (on the meta device: nothing allocated) and the diffusion around it
     with torch.device("meta"):
@@ -51,7 +53,27 @@ def validate_config(config: RunConfig) -> None:
     diffusion = build_diffusion(config, unet)
 
     # the sampler settings used for the grids drawn during training
-    check_sample_settings(config.sample, diffusion.schedule, config.data.class_conditional)
+    check_sample_settings(config.sample, diffusion.schedule, config.data.class_conditional or config.data.text_conditional)
+
+
+def validate_text_settings(config: RunConfig) -> None:
+    """The text-conditioning settings: a known encoder, a token limit it can take, and no class labels beside."""
+    from ..text import check_encoder_name
+    from ..text.minilm import MAX_POSITIONS
+
+    m = config.model
+    if config.data.class_conditional:
+        raise ConfigError("--text-conditional and --class-conditional cannot be combined; label-derived captions "
+                          "already carry the classes (choose one)")
+    check_encoder_name(m.text_encoder)
+    low, high = (3, MAX_POSITIONS) if m.text_encoder == "minilm" else (1, 4096)
+    if not low <= m.text_max_tokens <= high:
+        raise ConfigError(f"--text-max-tokens must lie between {low} and {high} for the {m.text_encoder} encoder; "
+                          f"got {m.text_max_tokens}")
+    if m.text_encoder == "builtin":
+        if m.builtin_text_dim < 4 or m.builtin_text_dim % 4:
+            raise ConfigError(f"--builtin-text-dim must be a positive multiple of 4 (its attention heads); got {m.builtin_text_dim}")
+        _at_least("builtin_text_layers", m.builtin_text_layers, 0)
 
 
 def resolved_steps_and_grid(sc: SampleConfig, num_timesteps: int) -> tuple[int, str]:
@@ -77,4 +99,4 @@ def check_sample_settings(sc: SampleConfig, schedule: Schedule, class_conditiona
     if not sc.clipped_eps and sc.sampler != "ddim":
         raise ConfigError(f"--no-clipped-eps applies only to the ddim sampler, not to {sc.sampler}")
     if sc.guidance_scale != 1.0 and not class_conditional:
-        raise ConfigError("--guidance-scale needs a class-conditional run (--class-conditional)")
+        raise ConfigError("--guidance-scale needs a class-conditional run (--class-conditional) or a text-conditional one")
