@@ -68,6 +68,16 @@ class DataConfig:
     class_conditional: bool = False
     num_classes: int = 0  # filled in from the data set when class_conditional
     hflip: bool = False
+    # Streaming (ddpm.data.stream): a folder read by worker processes instead of decoded whole into
+    # memory. stream: true, false or "auto" (stream when the decoded images would exceed 1 GiB);
+    # folders only, and fixed for a run (resume keeps it).
+    stream: bool | None = None
+    # num_workers: decoding processes when streaming; -1 ("auto"): half the CPU cores, 1 to 8;
+    # 0: decode in the training process. May change on resume.
+    num_workers: int = -1
+    # cache_resized: when streaming, also keep each resized image in <cache_dir>/resized so that
+    # later epochs read it instead of decoding the original (true or false; may change on resume).
+    cache_resized: bool = False
 
 
 @dataclass
@@ -77,6 +87,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
+    adam_betas: tuple[float, ...] = (0.9, 0.999)  # AdamW's (beta1, beta2), two numbers in [0, 1)
     warmup_steps: int = 100
     grad_clip: float = 1.0  # 0 turns clipping off
     grad_accum: int = 1

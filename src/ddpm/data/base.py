@@ -59,6 +59,11 @@ class ImageDataset:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        return tuple(self.images.shape[1:])
+
     def to_float(self, indices) -> torch.Tensor:
         """float32 [B, C, H, W] in [-1, 1] (x / 127.5 - 1) for ``indices`` (tensor, list or slice)."""
         return self.images[indices].to(torch.float32) / 127.5 - 1.0

@@ -29,6 +29,7 @@ from .ema import EMA
 from .reporting import Reporter
 from .run_dir import MetricsLog, RunLock, new_run_dir
 from .setup import StopRequest, check_resume, resolve_data
+from .source import open_source
 from .validate import validate_config
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -55,20 +56,26 @@ def train(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train a model as ``config`` says; with ``resume``, continue that run exactly."""
+    """Train a model as ``config`` says; with ``resume``, continue that run exactly.
+
+    ``initial_weights`` (a new run only) start the network from these weights instead of the
+    seed's initialisation (``ddpm.Trainer`` passes the model a user built)."""
+    if initial_weights is not None and resume is not None:
+        raise ConfigError("initial weights apply to a new run; a resumed run continues from its checkpoint")
     device = pick_device(config.train.device)
     dist = init_distributed(device)
     device = dist.device(device)
     say = log if dist.is_main else (lambda msg: None)
     try:
         with StopRequest() as stop:
-            return _train(config, dist, device, resume, overwrite, say, progress, stop)
+            return _train(config, dist, device, resume, overwrite, say, progress, stop, initial_weights)
     finally:
         dist.shutdown()
 
 
-def _train(config, dist: Distributed, device, resume, overwrite, log, progress, stop) -> TrainResult:
+def _train(config, dist: Distributed, device, resume, overwrite, log, progress, stop, initial_weights=None) -> TrainResult:
     lock = None
     try:
         checkpoint = None
@@ -87,7 +94,7 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
             run_dir = Path(dist.from_main(str(made) if made else None))
             lock = RunLock(run_dir).acquire() if dist.is_main else None
         config = replace(config, name=run_dir.name)
-        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop)
+        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, initial_weights)
     finally:
         if lock is not None:
             lock.release()
@@ -101,7 +108,7 @@ def _is_out_of_memory(err: BaseException) -> bool:
     )
 
 
-def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) -> TrainResult:
+def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, initial_weights=None) -> TrainResult:
     tc = config.train
     if checkpoint is not None:
         with torch.device("meta"):  # check the weights against the config before allocating anything
@@ -111,10 +118,13 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     diffusion = build_diffusion(config).to(device)
     model = diffusion.model
+    if initial_weights is not None:
+        load_model_weights(model, initial_weights, "the initial weights")
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, **adamw_kernel(device))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.adam_betas),
+                                  **adamw_kernel(device))
     warmup = max(tc.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     step = nonfinite_total = 0
@@ -141,7 +151,8 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
             log(f"{dist.world_size} processes, global batch {plan.global_batch}")
     metrics = MetricsLog(run_dir / "metrics.csv", resume_step=step) if dist.is_main else None
     reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main)
-    C, H, W = data.images.shape[1:]
+    C, H, W = data.image_shape
+    source = open_source(data, plan, device, num_workers=config.data.num_workers, log=log)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     start_time, stop_reason = time.monotonic(), "max_steps"
     last_ckpt = checkpoint.path if checkpoint is not None and dist.is_main else None
@@ -187,11 +198,11 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
                 noise = draw_noise((Bg, C, H, W), config.diffusion.offset_noise_strength, generator=g, device=device)[mine]
                 flip = (torch.rand(Bg, device=device, generator=g) < 0.5)[mine]
                 keep = (torch.rand(Bg, device=device, generator=g) >= config.diffusion.p_uncond)[mine]
-                idx = plan.indices(m)
-                x = data.to_float(idx).to(device, non_blocking=True)
+                batch = source.get(m)  # the images of plan.indices(m), from memory or from workers
+                x = batch.images
                 if config.data.hflip:
                     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-                labels = data.labels[idx].to(device) if config.data.class_conditional else None
+                labels = batch.labels if config.data.class_conditional else None
                 if tc.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 # with accumulation, gradients are all-reduced once, after the last micro-batch
@@ -259,6 +270,7 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop) 
             f"{H}x{W}; lower --batch-size (keeping the effective batch with --grad-accum) or use --grad-checkpoint"
         ) from None
     finally:
+        source.close()
         reporter.close()
     elapsed = time.monotonic() - start_time
     if dist.is_main:
