@@ -22,6 +22,7 @@ from .sampling import (
     sample_dpmpp_3m,
 )
 from .schedules import Schedule, get_schedule
+from .trainer import Trainer
 
 __all__ = [
     "CheckpointError",
@@ -31,6 +32,7 @@ __all__ = [
     "GaussianDiffusion",
     "SAMPLERS",
     "Schedule",
+    "Trainer",
     "Unet",
     "__version__",
     "bits_per_dim",
