@@ -139,7 +139,7 @@ def check_channels_last(device, args) -> str:
     b = other(x.contiguous(memory_format=torch.channels_last), t)
     a.square().mean().backward()
     b.square().mean().backward()
-    out = float((a - b).abs().max())
+    out = float((a - b).detach().abs().max())
     grad = max(float((p.grad - q.grad).abs().max()) for p, q in zip(model.parameters(), other.parameters()))
     assert out < 1e-3 and grad < 1e-3, f"channels_last differs: outputs {out:.1e}, gradients {grad:.1e}"
     return f"outputs within {out:.1e}, gradients within {grad:.1e}"
@@ -285,14 +285,14 @@ def throughput_rows(device, args) -> list[tuple[str, str, str]]:
     return rows
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats in the throughput rows")
     ap.add_argument("--json", type=Path, help="also write the table as JSON")
     ap.add_argument("--skip", action="append", default=[], help="leave out a check (its name; repeatable)")
     ap.add_argument("--skip-throughput", action="store_true", help="leave out the throughput and sampling rows")
     ap.add_argument("--cpu-rehearsal", action="store_true", help="run on the CPU to test this script (figures mean nothing)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not torch.cuda.is_available() and not args.cpu_rehearsal:
         print(f"gpu_check: PyTorch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() is False); run this "
               "on a machine with one (--cpu-rehearsal tests the script itself on a CPU)", file=sys.stderr)
