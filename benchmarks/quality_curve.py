@@ -162,15 +162,26 @@ def calibrate(args) -> None:
     for item in args.set or ():
         key, _, value = item.partition("=")
         overrides[key.replace("-", "_")] = value
+    import resource
+
     with tempfile.TemporaryDirectory() as tmp:
         overrides.update(runs_dir=tmp, name="calibrate")
         config = apply_overrides(config, overrides)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        began = time.monotonic()
         train(config, log=lambda msg: None, progress=False)
+        wall = time.monotonic() - began
+        after = resource.getrusage(resource.RUSAGE_SELF)
         with (Path(tmp) / "calibrate" / "metrics.csv").open() as f:
             rows = list(csv.DictReader(f))
     rates = [float(r["images_per_s"]) for r in rows[1:]]  # the first interval holds the warm-up
-    print(f"{args.calibrate} {' '.join(args.set or ())}: images/s per interval {[round(r) for r in rates]}, "
-          f"median {sorted(rates)[len(rates) // 2]:.1f}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    images = config.train.max_steps * config.train.batch_size
+    # With one thread, CPU seconds are the run's own time whatever else the machine does: the
+    # images per CPU-second are the uncontended one-thread rate (start-up included, so a lower bound).
+    print(f"{args.calibrate} {' '.join(args.set or ())} ({torch.get_num_threads()} threads): images/s per interval "
+          f"{[round(r) for r in rates]}, median {sorted(rates)[len(rates) // 2]:.1f}; {images} images in {wall:.0f} s "
+          f"wall, {cpu:.0f} CPU-s: {images / cpu:.1f} images per CPU-second")
 
 
 def main() -> None:

@@ -105,8 +105,9 @@ class StreamingSource:
         if in_main and workers > 0:
             # DataLoader installs a SIGCHLD handler that raises a worker's death as an exception at
             # whatever line the main thread is running, mid-update perhaps. Without it the death
-            # surfaces in next() below, at a batch boundary, where the workers can be restarted.
-            signal.signal(signal.SIGCHLD, previous)
+            # surfaces in next() below, at a batch boundary, where the workers can be restarted
+            # (DataLoader's own periodic status check still finds it, within a few seconds).
+            signal.signal(signal.SIGCHLD, previous if previous is not None else signal.SIG_DFL)
         self._next = m
 
     def get(self, m: int) -> Batch:
