@@ -74,7 +74,7 @@ def truncated_mnist(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--dataset", "imagenet"], "unknown data set 'imagenet'; choose one of digits, mnist, fashion-mnist, cifar10, folder:PATH"),
+        (["train", "--dataset", "imagenet"], "unknown data set 'imagenet'; choose one of mnist10k, digits, mnist, fashion-mnist, cifar10, flowers102, folder:PATH"),
         (["train", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "nowhere"),
         (["train", "--dataset", "mnist", "--data-dir", "{mnist}"],
          "train-images-idx3-ubyte.gz is truncated: its header claims 7840 bytes of data (10x28x28) but only 100 are present"),

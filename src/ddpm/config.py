@@ -27,9 +27,9 @@ else:  # pragma: no cover - Python 3.10
 class ModelConfig:
     """The Unet (see :class:`ddpm.models.Unet`)."""
 
-    dim: int = 32
-    dim_mults: tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 2
+    dim: int = 16
+    dim_mults: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 1
     full_attn: tuple[bool, ...] = ()  # empty: attention at the lowest resolution only
     attn_heads: int = 4
     attn_dim_head: int = 32
@@ -59,7 +59,7 @@ class DiffusionConfig:
 class DataConfig:
     """Where the images come from."""
 
-    dataset: str = "digits"  # digits, mnist, fashion-mnist, cifar10 or folder:PATH
+    dataset: str = "mnist10k"  # mnist10k (shipped), digits (8x8, shipped), mnist, fashion-mnist, cifar10, flowers102 or folder:PATH
     data_dir: str = ""  # empty: the download cache
     download: bool = False
     cache_dir: str = ""  # empty: ~/.cache/torch-ddpm
@@ -85,7 +85,7 @@ class TrainConfig:
     """The optimisation and what a run writes."""
 
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     adam_betas: tuple[float, ...] = (0.9, 0.999)  # AdamW's (beta1, beta2), two numbers in [0, 1)
     warmup_steps: int = 100
@@ -93,7 +93,7 @@ class TrainConfig:
     grad_accum: int = 1
     ema_decay: float = 0.995
     ema_warmup: bool = True
-    max_steps: int = 3000  # the run's total optimizer steps, resumes included
+    max_steps: int = 700  # the run's total optimizer steps, resumes included
     max_minutes: float = 0.0  # 0: no time limit
     seed: int = 0
     device: str = "auto"  # auto picks cuda, then mps, then cpu
