@@ -9,6 +9,7 @@ import io
 import struct
 import tarfile
 import threading
+import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -147,3 +148,35 @@ def refused_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
+
+
+# ---- MATLAB level-5 MAT-files (Oxford Flowers-102's labels and splits) ----------------------
+
+MAT_TYPES = {np.dtype("uint8"): 2, np.dtype("uint16"): 4, np.dtype("int32"): 5, np.dtype("float64"): 9}
+MAT_CLASSES = {np.dtype("uint8"): 9, np.dtype("uint16"): 11, np.dtype("int32"): 12, np.dtype("float64"): 6}
+
+
+def _mat_element(kind: int, data: bytes, small_ok: bool = True) -> bytes:
+    """One data element as the MAT-file format page lays it out: a small element (count and type
+    in one word) for up to 4 bytes, else an 8-byte tag and the data padded to a multiple of 8."""
+    if small_ok and len(data) <= 4:
+        return struct.pack("<HH", kind, len(data)) + data.ljust(4, b"\0")
+    return struct.pack("<II", kind, len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def mat_file(arrays: dict, *, compress: bool = True, stored_as: dict | None = None, extra: bytes = b"") -> bytes:
+    """A little-endian level-5 MAT-file holding ``arrays`` (name -> 2-D numpy array), each a
+    matrix element, zlib-compressed when ``compress``; ``stored_as`` gives a name a narrower
+    storage type than its class (MATLAB stores a double vector of small integers as uint8)."""
+    text = b"MATLAB 5.0 MAT-file, written by the torch-ddpm tests".ljust(116, b" ")
+    out = text + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM" + extra
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        stored = np.asarray(array, (stored_as or {}).get(name, array.dtype))
+        body = (_mat_element(6, struct.pack("<II", MAT_CLASSES[array.dtype], 0))
+                + _mat_element(5, struct.pack(f"<{array.ndim}i", *array.shape))
+                + _mat_element(1, name.encode())
+                + _mat_element(MAT_TYPES[stored.dtype], stored.tobytes(order="F")))
+        element = struct.pack("<II", 14, len(body)) + body
+        out += struct.pack("<II", 15, len(zlib.compress(element))) + zlib.compress(element) if compress else element
+    return out

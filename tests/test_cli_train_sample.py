@@ -13,7 +13,7 @@ from ddpm import __version__
 from ddpm.cli import main
 from ddpm.records import read_record
 
-TINY = ["--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
+TINY = ["--dataset", "digits", "--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
         "--batch-size", "8", "--log-every", "2", "--sample-every", "0", "--save-every", "0", "--num-samples", "4",
         "--sampler", "ddim", "--steps", "4", "--no-tensorboard"]
 
@@ -88,7 +88,7 @@ def truncated_mnist(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--dataset", "imagenet"], "unknown data set 'imagenet'; choose one of digits, mnist, fashion-mnist, cifar10, folder:PATH"),
+        (["train", "--dataset", "imagenet"], "unknown data set 'imagenet'; choose one of mnist10k, digits, mnist, fashion-mnist, cifar10, flowers102, folder:PATH"),
         (["train", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "nowhere"),
         (["train", "--dataset", "mnist", "--data-dir", "{mnist}"],
          "train-images-idx3-ubyte.gz is truncated: its header claims 7840 bytes of data (10x28x28) but only 100 are present"),

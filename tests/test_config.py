@@ -153,4 +153,4 @@ def test_help_says_what_zero_and_empty_mean():
     assert "one of: linear, cosine, sigmoid (default: linear) [diffusion]" in option_help("beta_schedule")
     assert option_help("bf16").endswith("(default: auto) [train]")
     assert option_help("hflip").endswith("(default: false) [data]")
-    assert "a list of integers, comma-separated (default: 1,2) [model]" in option_help("dim_mults")
+    assert "a list of integers, comma-separated (default: 1,2,4) [model]" in option_help("dim_mults")

@@ -9,7 +9,7 @@ from ddpm.config import load_toml
 from ddpm.training.build import build_diffusion
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
-SIZES = {"digits": ((8, 8), 1), "mnist": ((28, 28), 1), "fashion-mnist": ((28, 28), 1), "cifar10": ((32, 32), 3)}
+SIZES = {"digits": ((8, 8), 1), "mnist10k": ((28, 28), 1), "mnist": ((28, 28), 1), "fashion-mnist": ((28, 28), 1), "cifar10": ((32, 32), 3)}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -28,5 +28,5 @@ def test_config_loads_and_builds(path):
 def test_the_default_config_file_is_the_default():
     from ddpm.config import RunConfig
 
-    digits = load_toml(Path(__file__).resolve().parent.parent / "configs" / "digits.toml")
-    assert digits == RunConfig()
+    default = load_toml(Path(__file__).resolve().parent.parent / "configs" / "mnist10k.toml")
+    assert default == RunConfig()

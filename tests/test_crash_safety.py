@@ -39,7 +39,7 @@ from ddpm.errors import CheckpointError
 from ddpm.training.build import build_diffusion
 from ddpm.training.checkpoint import list_checkpoints, load_model_weights, read_checkpoint
 
-TINY = ["--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
+TINY = ["--dataset", "digits", "--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
         "--batch-size", "8", "--sampler", "ddim", "--steps", "4", "--num-samples", "4", "--no-tensorboard",
         "--log-every", "1", "--sample-every", "0", "--warmup-steps", "2"]
 REFERENCE_STEPS = 30  # the uninterrupted run; no trial gets this far (kills come by step ~16)

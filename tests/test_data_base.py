@@ -45,8 +45,8 @@ def test_dataset_checks_its_tensors():
 def test_unknown_name_lists_the_choices():
     with pytest.raises(ConfigError) as err:
         get_dataset("foo")
-    assert str(err.value) == "unknown data set 'foo'; choose one of digits, mnist, fashion-mnist, cifar10, folder:PATH."
-    assert DATASET_NAMES == ("digits", "mnist", "fashion-mnist", "cifar10", "folder:PATH")
+    assert str(err.value) == "unknown data set 'foo'; choose one of mnist10k, digits, mnist, fashion-mnist, cifar10, flowers102, folder:PATH."
+    assert DATASET_NAMES == ("mnist10k", "digits", "mnist", "fashion-mnist", "cifar10", "flowers102", "folder:PATH")
     with pytest.raises(ConfigError, match="unknown data set 'folder:'"):
         get_dataset("folder:")
 

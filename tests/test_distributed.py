@@ -11,7 +11,7 @@ from ddpm.config import RunConfig, apply_overrides
 from ddpm.training.checkpoint import read_checkpoint
 from ddpm.training.loop import train
 
-TINY = ["--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
+TINY = ["--dataset", "digits", "--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
         "--log-every", "1", "--sample-every", "0", "--save-every", "2", "--num-samples", "4", "--sampler", "ddim",
         "--steps", "4", "--no-tensorboard", "--class-conditional", "--hflip", "--grad-accum", "2",
         "--no-bf16"]  # fp32: bf16 rounding differs between a batch of 8 and two of 4 by more than the tolerance
@@ -38,7 +38,7 @@ def test_two_ranks_equal_one_process_with_twice_the_batch_and_resume(tmp_path):
     assert out.stdout.count("done: reached max_steps at step 4") == 1  # rank 0 alone reports
 
     args = dict(zip(TINY[::2], TINY[1::2]))
-    single = apply_overrides(RunConfig(), {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8",
+    single = apply_overrides(RunConfig(), {"dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8",
                                             "timesteps": "20", "sample_every": "0", "save_every": "0", "sampler": "ddim",
                                             "steps": "4", "tensorboard": "false", "class_conditional": "true",
                                             "hflip": "true", "grad_accum": "2", "batch_size": "8", "max_steps": "4", "bf16": "false",
@@ -60,7 +60,7 @@ def test_two_ranks_equal_one_process_with_twice_the_batch_and_resume(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_step_runs():
-    config = apply_overrides(RunConfig(), {"dim": "8", "dim_mults": "1,2", "max_steps": "2", "device": "cuda",
+    config = apply_overrides(RunConfig(), {"dataset": "digits", "dim": "8", "dim_mults": "1,2", "max_steps": "2", "device": "cuda",
                                             "sample_every": "0", "save_every": "0", "tensorboard": "false", "bf16": "true"})
     import tempfile
 

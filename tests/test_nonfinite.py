@@ -19,7 +19,7 @@ from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
 from ddpm.training.loop import train
 
 TINY = {
-    "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
+    "dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
     "log_every": "1", "sample_every": "0", "save_every": "4", "num_samples": "4", "sampler": "ddim", "steps": "4",
     "warmup_steps": "2", "tensorboard": "false",
 }

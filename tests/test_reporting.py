@@ -6,7 +6,7 @@ import types
 from ddpm.config import RunConfig, apply_overrides
 from ddpm.training.loop import train
 
-TINY = {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
+TINY = {"dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
         "log_every": "3", "sample_every": "3", "save_every": "0", "num_samples": "4", "sampler": "ddim", "steps": "2",
         "max_steps": "6"}
 

@@ -24,7 +24,7 @@ from ddpm.eval.features import load_statistics, save_statistics
 from ddpm.eval.inception import InceptionFeatures
 from ddpm.training.checkpoint import list_checkpoints
 
-TINY = ["--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
+TINY = ["--dataset", "digits", "--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
         "--batch-size", "8", "--log-every", "2", "--sample-every", "0", "--save-every", "0", "--num-samples", "4",
         "--sampler", "ddim", "--steps", "4", "--no-tensorboard"]
 

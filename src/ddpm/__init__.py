@@ -23,6 +23,7 @@ from .sampling import (
     sample_unipc,
 )
 from .schedules import Schedule, get_schedule
+from .trainer import Trainer
 
 __all__ = [
     "CheckpointError",
@@ -32,6 +33,7 @@ __all__ = [
     "GaussianDiffusion",
     "SAMPLERS",
     "Schedule",
+    "Trainer",
     "Unet",
     "__version__",
     "bits_per_dim",

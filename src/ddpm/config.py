@@ -102,12 +102,12 @@ def _grids() -> Sequence[str]:
 class ModelConfig:
     """The Unet (see :class:`ddpm.models.Unet`)."""
 
-    dim: int = opt(32, "channels of the Unet's first level; each level has dim times its multiplier")
-    dim_mults: tuple[int, ...] = opt((1, 2), "channel multiplier of each resolution level (one level per entry, each halving the size)")
-    num_res_blocks: int = opt(2, "residual blocks per level")
+    dim: int = opt(16, "channels of the Unet's first level; each level has dim times its multiplier")
+    dim_mults: tuple[int, ...] = opt((1, 2, 4), "channel multiplier of each resolution level (one level per entry, each halving the size)")
+    num_res_blocks: int = opt(1, "residual blocks per level")
     full_attn: tuple[bool, ...] = opt((), "self-attention at each level, one true/false per dim_mults entry; empty: at the lowest resolution only")
     attn_heads: int = opt(4, "attention heads")
-    attn_dim_head: int = opt(32, "channels per attention head")
+    attn_dim_head: int = opt(16, "channels per attention head")
     dropout: float = opt(0.0, "dropout probability in the residual blocks, in [0, 1); 0: none")
     learned_variance: bool = opt(False, "also learn the reverse-process variance (Nichol & Dhariwal), trained with the hybrid loss")
     resnet_block_groups: int = opt(8, "groups of the GroupNorm layers (must divide every level's channels)")
@@ -139,7 +139,7 @@ class DiffusionConfig:
 class DataConfig:
     """Where the images come from."""
 
-    dataset: str = opt("digits", "the training images: a built-in set or folder:PATH (your images, one sub-folder per class)", choices=_datasets)
+    dataset: str = opt("mnist10k", "the training images: a built-in set or folder:PATH (your images, one sub-folder per class)", choices=_datasets)
     data_dir: str = opt("", "folder holding the data set's files; empty: CACHE_DIR/<dataset>")
     download: bool = opt(False, "fetch missing data set files from the public mirrors")
     cache_dir: str = opt("", "where downloads and caches go; empty: ~/.cache/torch-ddpm")
@@ -150,6 +150,9 @@ class DataConfig:
     text_conditional: bool = opt(False, "condition on captions: a folder's metadata.jsonl / metadata.csv / NAME.txt, or captions made from the labels of digits, mnist, fashion-mnist, cifar10, flowers102; dropped with probability p_uncond for guidance")
     text_vocab: tuple[str, ...] = opt((), "builtin text encoder: its words, filled in from the training captions; empty: not yet known")
     hflip: bool = opt(False, "flip training images left-right at random (for pictures whose mirror image is as likely; not digits)")
+    stream: bool | None = opt(None, "folders: read images with DataLoader worker processes instead of decoding them all into memory; auto: stream when the decoded images would exceed 1 GiB (fixed for a run)")
+    num_workers: int = opt(-1, "decoding processes when streaming; -1 (auto): half the CPU cores, 1 to 8; 0: decode in the training process (may change on resume)")
+    cache_resized: bool = opt(False, "when streaming, keep each resized image in CACHE_DIR/resized so later epochs read it instead of decoding the original")
 
 
 @dataclass
@@ -157,14 +160,15 @@ class TrainConfig:
     """The optimisation and what a run writes."""
 
     batch_size: int = opt(64, "images per forward pass (per process under torchrun); an optimizer step takes --grad-accum of these")
-    lr: float = opt(1e-3, "AdamW learning rate (after the warm-up)")
+    lr: float = opt(2e-3, "AdamW learning rate (after the warm-up)")
     weight_decay: float = opt(0.0, "AdamW weight decay; 0: none")
+    adam_betas: tuple[float, ...] = opt((0.9, 0.999), "AdamW's (beta1, beta2), two numbers in [0, 1)")
     warmup_steps: int = opt(100, "steps over which the learning rate rises linearly to --lr; 0: none")
     grad_clip: float = opt(1.0, "clip the gradient norm to this value; 0 turns clipping off")
     grad_accum: int = opt(1, "batches of --batch-size accumulated per optimizer step (a larger effective batch in the memory of one)")
     ema_decay: float = opt(0.995, "decay of the exponential moving average of the weights that sampling uses, in [0, 1)")
     ema_warmup: bool = opt(True, "start the EMA decay low and let it rise, so early EMA weights are not stuck at the initial ones")
-    max_steps: int = opt(3000, "the run's total optimizer steps, resumes included (at least 1)")
+    max_steps: int = opt(700, "the run's total optimizer steps, resumes included (at least 1)")
     max_minutes: float = opt(0.0, "stop (with a checkpoint) after this many minutes of training; 0: no time limit")
     seed: int = opt(0, "the seed of the weights, batch order and noise; the same seed gives the same run")
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")

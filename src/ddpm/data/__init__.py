@@ -2,12 +2,17 @@
 
 Sources (``name``):
 
-- ``"digits"`` (default): 1,797 8x8 handwritten digits shipped with the package (UCI optdigits,
+- ``"mnist10k"`` (default): 11,000 MNIST digits, 28x28, shipped with the package (10,000 train /
+  1,000 test, CC BY-SA 3.0, see ``MNIST10K_LICENSE.txt``). No download.
+- ``"digits"``: 1,797 8x8 handwritten digits shipped with the package (UCI optdigits,
   CC BY 4.0, see ``DIGITS_LICENSE.txt``). No download; every sixth image is the test split.
 - ``"mnist"``, ``"fashion-mnist"``: 28x28 grayscale, 60,000 train / 10,000 test, from the four
   IDX files (``.gz`` or not) in ``data_dir``; ``download=True`` fetches missing ones, MD5 checked.
 - ``"cifar10"``: 32x32 RGB, 50,000 / 10,000, from the *binary* version: ``data_dir`` holding
   ``cifar-10-binary.tar.gz`` or its extracted ``cifar-10-batches-bin/``; ``download=True`` fetches it.
+- ``"flowers102"``: Oxford Flowers-102, 8,189 photographs of 102 kinds of flowers (7,169 train /
+  1,020 test, see :mod:`ddpm.data.flowers102`), resized to ``image_size`` (default 64); from
+  ``102flowers.tgz``, ``imagelabels.mat`` and ``setid.mat`` in ``data_dir``, or ``download=True``.
 - ``"folder:PATH"``: your own images below PATH (png, jpg, webp, bmp, gif), labelled by their
   first-level sub-folder; ``image_size`` is required. There is no test split (it equals train).
 
@@ -29,10 +34,13 @@ from .cifar10 import load_cifar10
 from .digits import CLASS_NAMES as DIGIT_NAMES
 from .digits import load_digits
 from .download import FileSpec, cache_dir_for, download_file
+from .flowers102 import CLASS_NAMES as FLOWER_NAMES
+from .flowers102 import load_flowers102
 from .folder import load_folder
 from .mnist import IDX_SOURCES, load_idx_dataset
+from .mnist10k import load_mnist10k
 
-DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "folder:PATH")
+DATASET_NAMES = ("mnist10k", "digits", "mnist", "fashion-mnist", "cifar10", "flowers102", "folder:PATH")
 
 
 def get_dataset(
@@ -77,6 +85,9 @@ def get_dataset(
     if key == "digits":
         images, labels = load_digits(split)
         return finish(images, labels, DIGIT_NAMES, "digits", **options)
+    if key == "mnist10k":
+        images, labels = load_mnist10k(split)
+        return finish(images, labels, DIGIT_NAMES, "mnist10k", **options)
     folder = Path(data_dir).expanduser() if data_dir is not None else cache_dir_for(key, cache_dir)
     if key in IDX_SOURCES:
         source = IDX_SOURCES[key]
@@ -85,7 +96,11 @@ def get_dataset(
     if key == "cifar10":
         images, labels, names = load_cifar10(split, folder, download=download, mirrors=mirrors, log=log)
         return finish(images, labels, names, key, **options)
+    if key == "flowers102":
+        images, labels, names = load_flowers102(split, folder, image_size=size, channels=channels, download=download,
+                                                mirrors=mirrors, log=log)
+        return finish(images, labels, names, key, **options)
     raise ConfigError(f"unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}.")
 
 
-__all__ = ["DATASET_NAMES", "FileSpec", "ImageDataset", "cache_dir_for", "download_file", "get_dataset"]
+__all__ = ["DATASET_NAMES", "FLOWER_NAMES", "FileSpec", "ImageDataset", "cache_dir_for", "download_file", "get_dataset"]

@@ -67,6 +67,11 @@ class ImageDataset:
         labels = self.labels[keep] if self.labels is not None else None
         return ImageDataset(self.images[keep], labels, self.class_names, self.name, files)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        return tuple(self.images.shape[1:])
+
     def to_float(self, indices) -> torch.Tensor:
         """float32 [B, C, H, W] in [-1, 1] (x / 127.5 - 1) for ``indices`` (tensor, list or slice)."""
         return self.images[indices].to(torch.float32) / 127.5 - 1.0

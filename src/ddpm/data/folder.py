@@ -116,16 +116,22 @@ def load_folder(
         files_read.extend(p.relative_to(root).as_posix() for p in kept)
     if not class_labels:
         return images, None, None
-    parts = [p.relative_to(root).parts for p in kept]
+    labels, names = folder_labels([p.relative_to(root).parts for p in kept], root, log)
+    return images, labels, names
+
+
+def folder_labels(parts: list[tuple[str, ...]], root: Path, log: Callable[[str], None]) -> tuple[np.ndarray | None, list[str] | None]:
+    """Class labels from the relative paths' parts: the sorted first-level sub-folders, or none
+    (with a log line) when some images lie directly in ``root``."""
     names = sorted({q[0] for q in parts if len(q) > 1})
     if not names:
-        return images, None, None
+        return None, None
     loose = sum(len(q) == 1 for q in parts)
     if loose:
         log(f"{_count(loose, 'image')} directly in {root}, not in a class sub-folder, so the data set has no class labels")
-        return images, None, None
+        return None, None
     index = {name: i for i, name in enumerate(names)}
-    return images, np.array([index[q[0]] for q in parts], np.int64), names
+    return np.array([index[q[0]] for q in parts], np.int64), names
 
 
 def _count(n: int, noun: str) -> str:

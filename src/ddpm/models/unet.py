@@ -106,6 +106,13 @@ class Unet(nn.Module):
     ):
         super().__init__()
         dim_mults = tuple(dim_mults)
+        # the arguments as given, so that ddpm.Trainer can write this network into a run's config
+        self.init_args = dict(dim=dim, init_dim=init_dim, out_dim=out_dim, dim_mults=dim_mults, channels=channels,
+                              num_res_blocks=num_res_blocks, full_attn=None if full_attn is None else tuple(full_attn),
+                              attn_heads=attn_heads, attn_dim_head=attn_dim_head, dropout=dropout, num_classes=num_classes,
+                              learned_variance=learned_variance, resnet_block_groups=resnet_block_groups,
+                              sinusoidal_pos_emb_theta=sinusoidal_pos_emb_theta, flash_attn=flash_attn,
+                              grad_checkpoint=grad_checkpoint, attn_impl=attn_impl)
         if dim < 1 or channels < 1 or not dim_mults or min(dim_mults) < 1 or num_res_blocks < 1:
             raise ConfigError(
                 f"Unet needs dim >= 1, channels >= 1, num_res_blocks >= 1 and positive dim_mults; "

@@ -30,6 +30,8 @@ from .reporting import Reporter
 from .run_dir import MetricsLog, RunLock, new_run_dir
 from .setup import StopRequest, check_resume, resolve_data
 from .text_setup import CaptionBatches, caption_embeddings, grid_prompts, resolve_captions
+from ..data.stream import FolderStream
+from .source import open_source
 from .validate import validate_config
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -56,20 +58,26 @@ def train(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train a model as ``config`` says; with ``resume``, continue that run exactly."""
+    """Train a model as ``config`` says; with ``resume``, continue that run exactly.
+
+    ``initial_weights`` (a new run only) start the network from these weights instead of the
+    seed's initialisation (``ddpm.Trainer`` passes the model a user built)."""
+    if initial_weights is not None and resume is not None:
+        raise ConfigError("initial weights apply to a new run; a resumed run continues from its checkpoint")
     device = pick_device(config.train.device)
     dist = init_distributed(device)
     device = dist.device(device)
     say = log if dist.is_main else (lambda msg: None)
     try:
         with StopRequest() as stop:
-            return _train(config, dist, device, resume, overwrite, say, progress, stop)
+            return _train(config, dist, device, resume, overwrite, say, progress, stop, initial_weights)
     finally:
         dist.shutdown()
 
 
-def _train(config, dist: Distributed, device, resume, overwrite, log, progress, stop) -> TrainResult:
+def _train(config, dist: Distributed, device, resume, overwrite, log, progress, stop, initial_weights=None) -> TrainResult:
     lock = None
     try:
         checkpoint = None
@@ -81,6 +89,9 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
             log(f"resuming {checkpoint.path.parent.parent} from step {checkpoint.step}")
         data, config = resolve_data(config, dist, log)
         captions = None
+        if config.data.text_conditional and isinstance(data, FolderStream):
+            raise ConfigError("text-conditional training holds the folder's images in memory and cannot stream them yet; "
+                              "pass --stream false (or train on a smaller folder)")
         if config.data.text_conditional:  # images without a usable caption are left out here
             data, captions, config = resolve_captions(config, data, log)
         validate_config(config)  # everything is checked before a directory is made or replaced
@@ -92,7 +103,7 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
             run_dir = Path(dist.from_main(str(made) if made else None))
             lock = RunLock(run_dir).acquire() if dist.is_main else None
         config = replace(config, name=run_dir.name)
-        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, captions)
+        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, captions, initial_weights)
     finally:
         if lock is not None:
             lock.release()
@@ -106,7 +117,7 @@ def _is_out_of_memory(err: BaseException) -> bool:
     )
 
 
-def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, captions=None) -> TrainResult:
+def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, captions=None, initial_weights=None) -> TrainResult:
     tc = config.train
     if checkpoint is not None:
         with torch.device("meta"):  # check the weights against the config before allocating anything
@@ -116,10 +127,13 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     diffusion = build_diffusion(config).to(device)
     model = diffusion.model
+    if initial_weights is not None:
+        load_model_weights(model, initial_weights, "the initial weights")
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, **adamw_kernel(device))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.adam_betas),
+                                  **adamw_kernel(device))
     warmup = max(tc.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     step = nonfinite_total = 0
@@ -151,7 +165,8 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
         text_batches, prompts = CaptionBatches(captions, embeddings), grid_prompts(config, data, captions)
     reporter = Reporter(config, run_dir, diffusion, ema, data, metrics, log, progress, step, enabled=dist.is_main,
                         prompts=prompts, text_encoder=embeddings)
-    C, H, W = data.images.shape[1:]
+    C, H, W = data.image_shape
+    source = open_source(data, plan, device, num_workers=config.data.num_workers, log=log)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     start_time, stop_reason = time.monotonic(), "max_steps"
     last_ckpt = checkpoint.path if checkpoint is not None and dist.is_main else None
@@ -199,12 +214,12 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
                 keep = (torch.rand(Bg, device=device, generator=g) >= config.diffusion.p_uncond)[mine]
                 # which of an image's captions it takes (label-derived captions have several)
                 pick = torch.rand(Bg, device=device, generator=g)[mine] if text_batches is not None else None
-                idx = plan.indices(m)
-                x = data.to_float(idx).to(device, non_blocking=True)
+                batch = source.get(m)  # the images of plan.indices(m), from memory or from workers
+                x = batch.images
                 if config.data.hflip:
                     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-                labels = data.labels[idx].to(device) if config.data.class_conditional else None
-                text = text_batches(idx, pick).to(device) if text_batches is not None else None
+                labels = batch.labels if config.data.class_conditional else None
+                text = text_batches(plan.indices(m), pick).to(device) if text_batches is not None else None
                 if tc.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 # with accumulation, gradients are all-reduced once, after the last micro-batch
@@ -273,6 +288,7 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
             f"{H}x{W}; lower --batch-size (keeping the effective batch with --grad-accum) or use --grad-checkpoint"
         ) from None
     finally:
+        source.close()
         reporter.close()
     elapsed = time.monotonic() - start_time
     if dist.is_main:

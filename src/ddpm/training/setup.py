@@ -11,12 +11,13 @@ from typing import Callable
 
 from ..config import RunConfig
 from ..data import ImageDataset, get_dataset
+from ..data.stream import STREAM_ABOVE_BYTES, FolderStream, open_folder_stream
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import Checkpoint, list_checkpoints
 from .distributed import Distributed
 
 RESUME_MAY_CHANGE = {("data", "data_dir"), ("data", "cache_dir"), ("data", "download"), ("model", "grad_checkpoint"),
-                     ("model", "attn_impl")}
+                     ("model", "attn_impl"), ("data", "num_workers"), ("data", "cache_resized")}
 """Settings that do not change what is trained (where files are, how memory is spent)."""
 
 
@@ -24,7 +25,7 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve()) if path else path
 
 
-def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None]) -> tuple[ImageDataset, RunConfig]:
+def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None]) -> tuple[ImageDataset | FolderStream, RunConfig]:
     """Load the training images and write what they imply (size, channels, classes) into the
     config, with paths made absolute so that a resumed run reads the same files from anywhere."""
     d = config.data
@@ -33,14 +34,25 @@ def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None
         dataset = "folder:" + _absolute(dataset[len("folder:"):])
     d = replace(d, dataset=dataset, data_dir=_absolute(d.data_dir), cache_dir=_absolute(d.cache_dir))
 
-    def load() -> ImageDataset:
+    size = (d.image_size[0] if len(d.image_size) == 1 else tuple(d.image_size)) if d.image_size else None
+    is_folder = d.dataset.startswith("folder:")
+    if d.stream and not is_folder:
+        raise ConfigError(f"--stream applies to folder:PATH data sets; {d.dataset!r} is read into memory (use --no-stream)")
+
+    def load() -> ImageDataset | FolderStream:
+        if is_folder and d.stream is not False and size is not None:
+            hw = (size, size) if isinstance(size, int) else size
+            stream = open_folder_stream(d.dataset[len("folder:"):], hw, d.channels or 3, class_labels=d.class_conditional,
+                                        cache_resized=d.cache_resized, cache_dir=d.cache_dir or None, log=log)
+            if d.stream or stream.decoded_bytes > STREAM_ABOVE_BYTES:
+                return stream
         return get_dataset(
             d.dataset,
             split="train",
             data_dir=d.data_dir or None,
             download=d.download,
             cache_dir=d.cache_dir or None,
-            image_size=(d.image_size[0] if len(d.image_size) == 1 else tuple(d.image_size)) if d.image_size else None,
+            image_size=size,
             channels=d.channels or None,
             class_labels=d.class_conditional or d.text_conditional,  # label-derived captions need the labels
             log=log,
@@ -56,8 +68,8 @@ def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None
         raise ConfigError(f"--class-conditional needs class labels, and data set {d.dataset!r} has none")
     d = replace(
         d,
-        image_size=tuple(data.images.shape[-2:]),
-        channels=int(data.images.shape[1]),
+        image_size=tuple(data.image_shape[-2:]),
+        channels=int(data.image_shape[0]),
         num_classes=int(data.num_classes or 0) if d.class_conditional else 0,
     )
     return data, replace(config, data=d)

@@ -33,6 +33,10 @@ def validate_config(config: RunConfig) -> None:
     for name in ("warmup_steps", "sample_every", "save_every", "max_minutes", "weight_decay", "grad_clip"):
         _at_least(name, getattr(tc, name), 0)
     _at_least("lr", tc.lr, 0, strict=True)
+    if len(tc.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in tc.adam_betas):
+        raise ConfigError(f"--adam-betas must be two numbers in [0, 1), such as 0.9,0.999; got {list(tc.adam_betas)}")
+    if config.data.num_workers < -1:
+        raise ConfigError(f"--num-workers must be -1 (auto), 0 (decode in the training process) or more; got {config.data.num_workers}")
     if not 0.0 <= tc.ema_decay < 1.0:
         raise ConfigError(f"--ema-decay must lie in [0, 1); got {tc.ema_decay:g}")
     for name in ("min_snr_gamma", "offset_noise_strength", "vlb_weight"):
