@@ -26,7 +26,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError
 from .facade import GaussianDiffusion
