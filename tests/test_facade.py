@@ -213,3 +213,47 @@ def test_starting_points_through_the_facade():
         diffusion.sample(4, x_start=data, t_start=500)
     with pytest.raises(ConfigError, match="clipped_eps=False applies only to the 'ddim' sampler"):
         diffusion.sample(4, sampler="dpm++2m", clipped_eps=False)
+
+
+@pytest.mark.parametrize("sampler, steps", [("ancestral", None), ("ddim", 7), ("dpm++2m-sde", 6)])
+def test_img2img_is_sdedit_exactly(sampler, steps):
+    """img2img at strength s: x_t ~ q(x_t | x_0) at t = round(s (T - 1)) with the generator's first
+    draw, then the sampler from t with the rest of the same generator, bit for bit; strength 1 is
+    plain sampling."""
+    from ddpm.sampling import sample as run_sampler
+
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1), 8, timesteps=40)
+    images = torch.rand(3, 1, 8, 8)
+    calls = []
+    hook = diffusion.model.register_forward_hook(lambda m, args, out: calls.append(args[1][0].item()))
+    got = diffusion.img2img(images, 0.6, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(5))
+    hook.remove()
+    t = round(0.6 * 39)
+    assert calls[0] == t == 23 and len(calls) == (steps or t + 1)
+
+    g = torch.Generator().manual_seed(5)
+    noise = torch.randn(images.shape, generator=g)
+    a = diffusion.schedule.alpha_bar_at(t).sqrt().item()
+    x_t = a * (images * 2 - 1) + (1 - a * a) ** 0.5 * noise  # Ho et al. eq. 4
+    with torch.inference_mode():
+        want = run_sampler(sampler, diffusion.model_fn(), x_t, diffusion.schedule, steps, t_start=t,
+                           objective=diffusion.objective, generator=g)
+    assert torch.equal(got, ((want + 1) / 2).clamp(0, 1))
+    plain = diffusion.sample(3, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(diffusion.img2img(images, 1.0, sampler=sampler, steps=steps,
+                                         generator=torch.Generator().manual_seed(5)), plain)
+
+
+def test_img2img_bad_input():
+    diffusion = GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1), 8, timesteps=40)
+    images = torch.rand(2, 1, 8, 8)
+    for bad in (0, 1.5, -0.2, True):
+        with pytest.raises(ConfigError, match=r"strength must lie in \(0, 1\] \(1: plain sampling\); got"):
+            diffusion.img2img(images, bad)
+    with pytest.raises(ConfigError, match=r"images must be floats in \[0, 1\]; got torch.uint8"):
+        diffusion.img2img((images * 255).to(torch.uint8), 0.5)
+    with pytest.raises(ConfigError, match=r"expected images of shape \[batch, 1, 8, 8\]; got \[2, 3, 8, 8\]"):
+        diffusion.img2img(torch.rand(2, 3, 8, 8), 0.5)
+    with pytest.raises(ConfigError, match="steps must be an integer from 1 to the 21 integer timesteps up to t_start=20"):
+        diffusion.img2img(images, 0.5, sampler="ddim", steps=30)
