@@ -110,3 +110,23 @@ def test_zero_steps_is_the_samplers_default_and_is_said(run, tmp_path, capsys):
     assert lines == [f"decoding 2 images from {ckpt} with ddim, 20 steps on the quadratic grid"]
     assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "n.gif"), "--steps", "-1"]) == 2
     assert "--steps must be 0 (the sampler's default) or from 1 to the 20 training timesteps; got -1" in capsys.readouterr().err
+
+
+def test_inpaint_animation_and_still(run, tmp_path, capsys):
+    from ddpm.pictures import inpaint_picture
+    from ddpm.sampling.inpaint import model_evaluations
+
+    anim, still = inpaint_picture(run, tmp_path / "p.gif", still=tmp_path / "p.png", num_images=3, steps=6, jump_length=2,
+                                  jump_n_sample=2, columns=4, max_frames=5, log=lambda m: None)
+    with Image.open(anim) as im:
+        assert im.n_frames == 5 + 1  # five of the ten model steps, then the result
+    assert model_evaluations(6, 2, 2) == 10
+    with Image.open(still) as im:  # rows: images; columns: original, input, 4 predictions, result
+        assert im.size == ((4 + 3) * CELL + 2, 3 * CELL + 2)
+    assert main(["viz", "inpaint", "--run", str(run), "--out", str(tmp_path / "q.webp"), "--n", "2", "--steps", "4",
+                 "--jump-length", "2", "--jump-n-sample", "1", "--box", "0,0,4,8"]) == 0
+    with Image.open(tmp_path / "q.webp") as im:
+        assert im.n_frames == 4 + 1
+    assert f"wrote {tmp_path / 'q.webp'}" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="ending in .gif or .webp"):
+        inpaint_picture(run, tmp_path / "p.png")
