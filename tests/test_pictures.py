@@ -100,7 +100,7 @@ def test_zero_steps_is_the_samplers_default_and_is_said(run, tmp_path, capsys):
     assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "r.gif"), "--n", "1", "--steps", "0",
                  "--sampler", "dpm++2m"]) == 0
     # dpm++2m's default is 20 steps, here all T = 20
-    assert f"drawing 1 images from {ckpt} with dpm++2m, 20 steps on the logsnr grid" in capsys.readouterr().out
+    assert f"drawing 1 images from {ckpt} with dpm++2m, 20 steps on the tapered grid" in capsys.readouterr().out
     with Image.open(tmp_path / "r.gif") as im:
         assert im.n_frames == 21
     assert main(["viz", "reverse", "--run", str(run), "--out", str(tmp_path / "s.gif"), "--n", "1"]) == 0
