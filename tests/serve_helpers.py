@@ -16,7 +16,7 @@ from PIL import Image
 from ddpm.config import RunConfig, apply_overrides
 from ddpm.training.loop import train
 
-TINY = {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "batch_size": "8",
+TINY = {"dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "batch_size": "8",
         "sample_every": "0", "save_every": "0", "num_samples": "4", "sampler": "ddim", "steps": "4",
         "tensorboard": "false", "max_steps": "2"}
 

@@ -64,3 +64,39 @@ def test_exact_models_stay_finite_at_zero_terminal_snr():
             assert torch.isfinite(model(x, t)).all()
     # at zero SNR nothing is known about x_0 but its mean, and v = -E[x_0]
     torch.testing.assert_close(gaussian_model(zero, 0.3, 0.2, "pred_v")(x, t), torch.full_like(x, -0.3))
+
+
+@pytest.mark.parametrize("objective", ["pred_noise", "pred_x0", "pred_v"])
+def test_correlated_gaussian_model_is_the_dense_posterior_mean(objective):
+    """E[x_0 | x_t] = mean + a S (a^2 S + sigma^2 I)^-1 (x_t - a mean), with the covariance S built
+    densely and solved by torch.linalg, against the Sherman-Morrison closed form."""
+    from ddpm.analytic import correlated_gaussian_model
+
+    mean, sc, se = 0.1, 0.5, 0.2
+    fn = correlated_gaussian_model(S, mean, sc, se, objective)
+    cov = se**2 * torch.eye(16, dtype=torch.float64) + sc**2 * torch.ones(16, 16, dtype=torch.float64)
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for t in (0, 37, 120.5, 199):
+        a = S.alpha_bar_at(torch.tensor(float(t))).sqrt()
+        sigma = (1 - a**2).sqrt()
+        m = a**2 * cov + sigma**2 * torch.eye(16, dtype=torch.float64)
+        x0 = mean + a * (cov @ torch.linalg.solve(m, (x.flatten(1) - a * mean).T)).T
+        eps = (x.flatten(1) - a * x0) / sigma
+        want = {"pred_noise": eps, "pred_x0": x0, "pred_v": a * eps - sigma * x0}[objective]
+        time = torch.full((3,), t) if isinstance(t, int) else torch.full((3,), t, dtype=torch.float64)
+        torch.testing.assert_close(fn(x, time).flatten(1), want, rtol=1e-10, atol=1e-12)
+
+
+def test_correlated_gaussian_conditional_is_dense_gaussian_conditioning():
+    from ddpm.analytic import correlated_gaussian_conditional
+
+    mean, sc, se = -0.2, 0.4, 0.3
+    cov = se**2 * torch.eye(10, dtype=torch.float64) + sc**2 * torch.ones(10, 10, dtype=torch.float64)
+    known = torch.randn(2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))  # pixels 0-5 known
+    k, u = slice(0, 6), slice(6, 10)
+    gain = cov[u, k] @ torch.linalg.inv(cov[k, k])
+    want_mean = mean + (gain @ (known - mean).T).T  # [2, 4], all four unknown pixels alike
+    want_var = torch.diagonal(cov[u, u] - gain @ cov[k, u])
+    got_mean, got_std = correlated_gaussian_conditional(known, mean, sc, se)
+    torch.testing.assert_close(got_mean[:, None].expand(2, 4), want_mean)
+    torch.testing.assert_close(got_std[:, None].expand(2, 4) ** 2, want_var.expand(2, 4))

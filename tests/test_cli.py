@@ -66,7 +66,7 @@ def test_sample_eval_viz_help_gives_every_option_a_meaning_and_a_default(capsys,
     from ddpm.sampling import GRIDS
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    for command in ("sample", "eval", "viz"):
+    for command in ("sample", "eval", "viz", "inpaint", "img2img"):
         for action in sub.choices[command]._actions:
             assert action.help, f"ddpm {command} {action.option_strings or action.dest} has no help"
     ev = _help(capsys, monkeypatch, "eval")

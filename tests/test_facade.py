@@ -284,6 +284,26 @@ def test_text_conditioning_works_with_every_sampler_and_objective(objective, lea
         assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all(), sampler
 
 
+def test_prompts_reach_inpaint_and_img2img():
+    """Editing builds its model function where sampling does: a prompt changes the result, the
+    same prompt and seed repeat it, and the kept pixels stay exact."""
+    diffusion = _text_diffusion()
+    images = torch.rand(2, 1, 8, 8)
+    keep = torch.zeros(8, 8)
+    keep[:4] = 1
+    fill = lambda prompt: diffusion.inpaint(images, keep, steps=6, jump_length=2, jump_n_sample=2, prompts=prompt,  # noqa: E731
+                                            guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    seven, three = fill("a handwritten seven"), fill("the number three")
+    assert torch.equal(seven, fill("a handwritten seven")) and (seven - three).abs().amax() > 1e-4
+    assert torch.equal(seven[:, :, :4], images[:, :, :4])
+    redraw = lambda prompt: diffusion.img2img(images, 0.7, sampler="ddim", steps=4, prompts=prompt,  # noqa: E731
+                                              guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert (redraw("a handwritten seven") - redraw("the number three")).abs().amax() > 1e-4
+    want = diffusion.sample(2, sampler="ddim", steps=4, prompts="a handwritten seven", guidance_scale=3.0,
+                            x_start=images, t_start=round(0.7 * 19), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(redraw("a handwritten seven"), want)
+
+
 def test_prompt_errors():
     plain = GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1, attn_heads=2, attn_dim_head=4), 8, timesteps=10)
     with pytest.raises(ConfigError, match="prompts were given but the model is not text-conditional"):
@@ -301,3 +321,47 @@ def test_prompt_errors():
     with pytest.raises(ConfigError, match="no text encoder: pass text_encoder"):
         GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1, attn_heads=2, attn_dim_head=4, text_dim=8), 8).sample(1, prompts="a")
     assert "text_encoder" not in dict(diffusion.named_children())  # frozen: not a submodule
+
+
+@pytest.mark.parametrize("sampler, steps", [("ancestral", None), ("ddim", 7), ("dpm++2m-sde", 6)])
+def test_img2img_is_sdedit_exactly(sampler, steps):
+    """img2img at strength s: x_t ~ q(x_t | x_0) at t = round(s (T - 1)) with the generator's first
+    draw, then the sampler from t with the rest of the same generator, bit for bit; strength 1 is
+    plain sampling."""
+    from ddpm.sampling import sample as run_sampler
+
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1), 8, timesteps=40)
+    images = torch.rand(3, 1, 8, 8)
+    calls = []
+    hook = diffusion.model.register_forward_hook(lambda m, args, out: calls.append(args[1][0].item()))
+    got = diffusion.img2img(images, 0.6, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(5))
+    hook.remove()
+    t = round(0.6 * 39)
+    assert calls[0] == t == 23 and len(calls) == (steps or t + 1)
+
+    g = torch.Generator().manual_seed(5)
+    noise = torch.randn(images.shape, generator=g)
+    a = diffusion.schedule.alpha_bar_at(t).sqrt().item()
+    x_t = a * (images * 2 - 1) + (1 - a * a) ** 0.5 * noise  # Ho et al. eq. 4
+    with torch.inference_mode():
+        want = run_sampler(sampler, diffusion.model_fn(), x_t, diffusion.schedule, steps, t_start=t,
+                           objective=diffusion.objective, generator=g)
+    assert torch.equal(got, ((want + 1) / 2).clamp(0, 1))
+    plain = diffusion.sample(3, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(diffusion.img2img(images, 1.0, sampler=sampler, steps=steps,
+                                         generator=torch.Generator().manual_seed(5)), plain)
+
+
+def test_img2img_bad_input():
+    diffusion = GaussianDiffusion(Unet(dim=8, dim_mults=(1, 2), channels=1), 8, timesteps=40)
+    images = torch.rand(2, 1, 8, 8)
+    for bad in (0, 1.5, -0.2, True):
+        with pytest.raises(ConfigError, match=r"strength must lie in \(0, 1\] \(1: plain sampling\); got"):
+            diffusion.img2img(images, bad)
+    with pytest.raises(ConfigError, match=r"images must be floats in \[0, 1\]; got torch.uint8"):
+        diffusion.img2img((images * 255).to(torch.uint8), 0.5)
+    with pytest.raises(ConfigError, match=r"expected images of shape \[batch, 1, 8, 8\]; got \[2, 3, 8, 8\]"):
+        diffusion.img2img(torch.rand(2, 3, 8, 8), 0.5)
+    with pytest.raises(ConfigError, match="steps must be an integer from 1 to the 21 integer timesteps up to t_start=20"):
+        diffusion.img2img(images, 0.5, sampler="ddim", steps=30)

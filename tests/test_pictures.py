@@ -113,7 +113,7 @@ def test_zero_steps_is_the_samplers_default_and_is_said(run, tmp_path, capsys):
 
 
 def test_reverse_picture_of_a_text_run(tmp_path):
-    tiny = {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
+    tiny = {"dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
             "sample_every": "0", "save_every": "0", "sampler": "ddim", "steps": "3", "tensorboard": "false", "max_steps": "1",
             "text_conditional": "true", "text_encoder": "builtin", "builtin_text_dim": "8", "builtin_text_layers": "0",
             "guidance_scale": "3", "num_samples": "2", "runs_dir": str(tmp_path), "name": "t"}
@@ -124,3 +124,23 @@ def test_reverse_picture_of_a_text_run(tmp_path):
     assert plain.is_file() and guided.is_file()
     with pytest.raises(ConfigError, match="--guidance-scale needs a --prompt on a text-conditional run"):
         reverse_picture(run, tmp_path / "x.gif", num_images=2, device="cpu", guidance_scale=2.0)
+
+
+def test_inpaint_animation_and_still(run, tmp_path, capsys):
+    from ddpm.pictures import inpaint_picture
+    from ddpm.sampling.inpaint import model_evaluations
+
+    anim, still = inpaint_picture(run, tmp_path / "p.gif", still=tmp_path / "p.png", num_images=3, steps=6, jump_length=2,
+                                  jump_n_sample=2, columns=4, max_frames=5, log=lambda m: None)
+    with Image.open(anim) as im:
+        assert im.n_frames == 5 + 1  # five of the ten model steps, then the result
+    assert model_evaluations(6, 2, 2) == 10
+    with Image.open(still) as im:  # rows: images; columns: original, input, 4 predictions, result
+        assert im.size == ((4 + 3) * CELL + 2, 3 * CELL + 2)
+    assert main(["viz", "inpaint", "--run", str(run), "--out", str(tmp_path / "q.webp"), "--n", "2", "--steps", "4",
+                 "--jump-length", "2", "--jump-n-sample", "1", "--box", "0,0,4,8"]) == 0
+    with Image.open(tmp_path / "q.webp") as im:
+        assert im.n_frames == 4 + 1
+    assert f"wrote {tmp_path / 'q.webp'}" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="ending in .gif or .webp"):
+        inpaint_picture(run, tmp_path / "p.png")

@@ -17,7 +17,7 @@ from ddpm.training.checkpoint import read_checkpoint
 from ddpm.training.loop import train
 
 TINY = {
-    "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
+    "dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
     "log_every": "2", "sample_every": "4", "save_every": "4", "num_samples": "4", "sampler": "ddim", "steps": "3",
     "warmup_steps": "2", "tensorboard": "false", "text_conditional": "true", "text_encoder": "builtin",
     "builtin_text_dim": "16", "builtin_text_layers": "1", "guidance_scale": "2",

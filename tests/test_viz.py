@@ -234,3 +234,19 @@ def test_slerp_endpoints_norm_and_parallel_fallback():
     with pytest.raises(ConfigError) as err:
         viz.slerp(a, b[:1], [0.5])
     assert str(err.value) == "slerp needs two tensors of the same shape; got [2, 3, 4, 4] and [1, 3, 4, 4]"
+
+
+def test_inpainting_frames_show_the_known_region_the_models_region_and_x0():
+    keep = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    keep[..., :4, :] = True
+    history = [(i, torch.full((2, 1, 8, 8), 1.0), torch.full((2, 1, 8, 8), -1.0)) for i in range(3)]
+    frames = viz.inpainting_frames(history, keep, ["a", "b", "c"], nrow=2, scale=1)
+    cell = 2 * (8 + 2) + 2  # two images of 8 px per panel, 2 px padding
+    assert len(frames) == 3 and {f.shape for f in frames} == {(36 + 10 + 2, 3 * cell + 16, 3)}
+    known, model, x0 = (frames[0][36:, k * (cell + 8) : k * (cell + 8) + cell, 0] for k in range(3))
+    assert (known[2:6, 2:10] == 255).all() and (known[6:10, 2:10] == 128).all()  # the bottom half is grey
+    assert (model[2:6, 2:10] == 128).all() and (model[6:10, 2:10] == 255).all()
+    assert (x0[2:10, 2:10] == 0).all()
+    assert (frames[0][:36] < 128).any()  # the labels are drawn
+    with pytest.raises(ConfigError, match="one label per recorded step; got 2 for 3"):
+        viz.inpainting_frames(history, keep, ["a", "b"])

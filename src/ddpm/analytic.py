@@ -96,6 +96,55 @@ def mixture_model(
     return model_fn
 
 
+def correlated_gaussian_model(
+    s: Schedule, mean: float, shared_std: float, pixel_std: float, objective: str = "pred_noise"
+) -> ModelFn:
+    """The exact network for images x_0 = mean + c 1 + e whose D pixels share one offset
+    c ~ N(0, shared_std^2) and each have their own e ~ N(0, pixel_std^2): correlated pixels, so
+    the known part of an image says something about the rest (the inpainting tests use it).
+
+    Cov(x_0) = S = s_e^2 I + s_c^2 1 1^T, and x_t = a x_0 + sigma eps ~ N(a mean, M) with
+    M = v I + w 1 1^T, v = a^2 s_e^2 + sigma^2, w = a^2 s_c^2. Sherman-Morrison inverts M:
+    u = M^-1 r = (r - w (1^T r) / (v + D w) 1) / v for r = x_t - a mean, and 1^T u = 1^T r / (v + D w),
+    so E[x_0 | x_t] = mean + a S u = mean + a (s_e^2 u + s_c^2 (1^T u) 1): linear in x_t.
+    D is every value of an image (C * H * W).
+    """
+    check_choice("objective", objective, OBJECTIVES)
+    se2, sc2 = float(pixel_std) ** 2, float(shared_std) ** 2
+
+    def model_fn(xt: Tensor, t: Tensor) -> Tensor:
+        x = xt.double().flatten(1)  # [B, D]
+        a = _alpha(s, t).to(x.device)[:, None]  # [B, 1]
+        sigma2 = 1.0 - a**2
+        v, w, dim = a**2 * se2 + sigma2, a**2 * sc2, x.shape[1]
+        r = x - a * mean
+        total = r.sum(1, keepdim=True) / (v + dim * w)  # 1^T u
+        u = (r - w * total) / v
+        x0 = mean + a * (se2 * u + sc2 * total)
+        eps = (x - a * x0) / sigma2.sqrt()
+        return _as_output(objective, a, sigma2.sqrt(), eps, x0).reshape(xt.shape).to(xt.dtype)
+
+    return model_fn
+
+
+def correlated_gaussian_conditional(
+    known: Tensor, mean: float, shared_std: float, pixel_std: float
+) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of each unknown pixel of a :func:`correlated_gaussian_model`
+    image given its K ``known`` pixel values [B, K] (float64 [B] each): what exact inpainting draws.
+
+    Gaussian conditioning with S_KK = s_e^2 I + s_c^2 1 1^T (Sherman-Morrison again): the offset's
+    posterior is N(s_c^2 1^T (x_K - mean) / (s_e^2 + K s_c^2), s_c^2 s_e^2 / (s_e^2 + K s_c^2)),
+    and each unknown pixel is mean + that offset + its own e.
+    """
+    known = torch.as_tensor(known, dtype=torch.float64)
+    k, se2, sc2 = known.shape[-1], float(pixel_std) ** 2, float(shared_std) ** 2
+    denom = se2 + k * sc2
+    cond_mean = mean + sc2 * (known - mean).sum(-1) / denom
+    cond_std = torch.full_like(cond_mean, (se2 + sc2 * se2 / denom) ** 0.5)
+    return cond_mean, cond_std
+
+
 def discrete_gaussian_entropy_bits(mean: float, std: float, num_bits: int = 8) -> float:
     """Entropy in bits of N(mean, std^2) quantised to the 2**num_bits-value grid on [-1, 1].
 

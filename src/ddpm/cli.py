@@ -181,6 +181,103 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- inpaint and img2img ----------------------------------------------------------------------
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from .editing import inpaint_to_directory
+
+    out = inpaint_to_directory(args.run, args.image, mask=args.mask, box=args.box, out=args.out, num=args.n,
+                               batch_size=args.batch_size, seed=args.seed, steps=args.steps, jump_length=args.jump_length,
+                               jump_n_sample=args.jump_n_sample, grid=args.grid, clip=args.clip, classes=args.cls,
+                               guidance_scale=args.guidance_scale, prompt=args.prompt, use_ema=not args.no_ema, device=args.device,
+                               overwrite=args.overwrite, log=print)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_img2img(args: argparse.Namespace) -> int:
+    from .editing import img2img_to_directory
+
+    out = img2img_to_directory(args.run, args.image, strength=args.strength, out=args.out, num=args.n,
+                               batch_size=args.batch_size, seed=args.seed, sampler=args.sampler, steps=args.steps,
+                               eta=args.eta, grid=args.grid, clip=args.clip, classes=args.cls,
+                               guidance_scale=args.guidance_scale, prompt=args.prompt, use_ema=not args.no_ema, device=args.device,
+                               overwrite=args.overwrite, log=print)
+    print(f"wrote {out}")
+    return 0
+
+
+def add_mask_options(parser: argparse.ArgumentParser, required: bool, prefix: str = "") -> None:
+    """--mask FILE or --box X0,Y0,X1,Y1: the region to generate."""
+    where = parser.add_mutually_exclusive_group(required=required)
+    where.add_argument("--mask", metavar="FILE", help=prefix + "a mask image of the input's size: white where new content "
+                       "is generated, black where the image is kept")
+    where.add_argument("--box", metavar="X0,Y0,X1,Y1", help=prefix + "the rectangle to generate instead, in pixels of the "
+                       "image at the run's size (x1, y1 exclusive; 0,14,28,28 is the bottom half of an MNIST digit)"
+                       + ("; default: the bottom half" if prefix else ""))
+
+
+def add_repaint_options(parser: argparse.ArgumentParser) -> None:
+    """RePaint's chain and resampling settings (defaults: the paper's)."""
+    from .sampling import inpaint
+
+    parser.add_argument("--steps", type=int, help="levels of RePaint's chain (the paper: 250); model evaluations per "
+                        "image: steps + jump points x (jump-n-sample - 1) x jump-length (default: 250, or T if smaller)")
+    parser.add_argument("--jump-length", type=int, default=inpaint.DEFAULT_JUMP_LENGTH,
+                        help="how many levels each resampling jumps back up (the paper: 10)")
+    parser.add_argument("--jump-n-sample", type=int, default=inpaint.DEFAULT_JUMP_N_SAMPLE,
+                        help="how often each jump point is passed; 1: plain replacement, no resampling (the paper: 10)")
+    parser.add_argument("--grid", default=inpaint.DEFAULT_GRID, help="the timesteps of RePaint's chain; one of: "
+                        + ", ".join(field_choices("grid")))
+
+
+def add_edit_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """What ``ddpm inpaint`` and ``ddpm img2img`` share: the run, the image, how many, where to."""
+    parser.add_argument("--run", required=True, metavar="DIR", help="a run directory (its latest checkpoint) or a checkpoint")
+    parser.add_argument("--image", required=True, metavar="FILE", help="the image to edit (png, jpg, webp, bmp or gif); "
+                        "another size or mode is fitted to the run's (short side, center crop), with a message")
+    parser.add_argument("--n", type=int, default=8, help="number of results")
+    parser.add_argument("--batch-size", type=int, default=64, help="results made at once (part of what the seed reproduces)")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed and batch size give the same images")
+    parser.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
+                        help="class-conditional runs: draw this class (repeat for several, in turn; default: none, "
+                        "the unconditional model)")
+    parser.add_argument("--prompt", metavar="TEXT", help="text-conditional runs: the caption every result is drawn "
+                        "towards (default: none, the null caption)")
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help=sampling_help("guidance_scale", "1"))
+    parser.add_argument("--clip", help=sampling_help("clip"))
+    parser.add_argument("--out", metavar="DIR", help=f"output directory (default: RUN/generated/{name}-step<N>-seed<S>-<time>)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out directory")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    parser.add_argument("--device", default="auto", help=field_help("device"))
+
+
+def add_edit_commands(sub) -> None:
+    """The parsers of ``ddpm inpaint`` and ``ddpm img2img``."""
+    inp = sub.add_parser("inpaint", help="fill a region of an image with a trained model (RePaint)",
+                         description="Fill the white region of --mask (or the --box rectangle) of --image with content "
+                         "that fits the rest, --n times (RePaint, Lugmayr et al. 2022). Writes the results, input.png, "
+                         "mask.png, grid.png (input, mask and results side by side) and sample.json (the recipe).")
+    add_edit_options(inp, "inpaint")
+    add_mask_options(inp, required=True)
+    add_repaint_options(inp)
+    inp.set_defaults(handler=cmd_inpaint)
+
+    i2i = sub.add_parser("img2img", help="redraw an image with a trained model (SDEdit)",
+                         description="Noise --image to --strength of the chain and denoise it again, --n times (SDEdit, "
+                         "Meng et al. 2022): low strength keeps the image, high strength only its layout. Writes the "
+                         "results, input.png, grid.png (input and results side by side) and sample.json (the recipe).")
+    add_edit_options(i2i, "img2img")
+    i2i.add_argument("--strength", type=float, default=0.6, help="how far into the chain the image is noised, in (0, 1]: "
+                     "t = strength x (T - 1); 1 is plain sampling")
+    i2i.add_argument("--sampler", help=sampling_help("sampler"))
+    i2i.add_argument("--steps", type=int, help=sampling_help("steps", "the sampler's own, at most the timesteps below the start"))
+    i2i.add_argument("--eta", type=float, help=sampling_help("eta"))
+    i2i.add_argument("--grid", help=sampling_help("grid"))
+    i2i.set_defaults(handler=cmd_img2img)
+
+
 # ---- viz --------------------------------------------------------------------------------------
 
 
@@ -206,6 +303,13 @@ def cmd_viz(args: argparse.Namespace) -> int:
                                                    eta=args.eta, guidance_scale=args.guidance_scale,
                                                    classes=args.cls, seed=args.seed, device=args.device,
                                                    columns=args.columns, log=print, prompt=args.prompt)
+            print(f"wrote {anim}" + (f" and {still}" if still else ""))
+        elif args.what == "inpaint":
+            anim, still = pictures.inpaint_picture(args.run, args.out or "inpaint.gif", still=args.still, image=args.image,
+                                                   mask=args.mask, box=args.box, num_images=args.n or 4,
+                                                   steps=args.steps or 50, jump_length=args.jump_length,
+                                                   jump_n_sample=args.jump_n_sample, seed=args.seed, device=args.device,
+                                                   columns=args.columns, log=print)
             print(f"wrote {anim}" + (f" and {still}" if still else ""))
         else:
             out = pictures.interpolation_picture(args.run, args.out or "interpolation.png", rows=args.n or 4,
@@ -316,16 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help=field_help("device"))
     ev.set_defaults(handler=cmd_eval)
 
+    add_edit_commands(sub)
+
     viz = sub.add_parser("viz", help="pictures of the forward and reverse processes",
                          description="forward: training images noised step by step; reverse: an animation of "
                          "sampling (x_t and predicted x_0) and a still grid; interpolate: DDIM decodes along a "
                          "path between two noises; schedules: alpha_bar and log-SNR of the beta schedules.")
-    viz.add_argument("what", choices=("forward", "reverse", "interpolate", "schedules"), help="the picture to make")
-    viz.add_argument("--run", metavar="DIR", help="a trained run (reverse, interpolate)")
-    viz.add_argument("--out", metavar="FILE", help="output file, .png (.gif or .webp for reverse) (default: WHAT.png, reverse.gif)")
-    viz.add_argument("--still", metavar="FILE", help="reverse: also a still grid, rows = samples, columns = steps")
-    viz.add_argument("--n", type=int, help="images (forward, reverse) or rows (interpolate) (default: 6, 8 and 4)")
-    viz.add_argument("--columns", type=int, default=10, help="timesteps (forward, reverse still) or points (interpolate)")
+    viz.add_argument("what", choices=("forward", "reverse", "interpolate", "schedules", "inpaint"), help="the picture to make")
+    viz.add_argument("--run", metavar="DIR", help="a trained run (reverse, interpolate, inpaint)")
+    viz.add_argument("--out", metavar="FILE", help="output file, .png (.gif or .webp for reverse and inpaint) "
+                     "(default: WHAT.png, reverse.gif, inpaint.gif)")
+    viz.add_argument("--still", metavar="FILE", help="reverse: also a still grid, rows = samples, columns = steps; "
+                     "inpaint: rows = images, columns = original, input, predicted x0 over the steps, result")
+    viz.add_argument("--n", type=int, help="images (forward, reverse, inpaint) or rows (interpolate) (default: 6, 8, 4 and 4)")
+    viz.add_argument("--columns", type=int, default=10, help="timesteps (forward, reverse still, inpaint still) or points "
+                     "(interpolate)")
     viz.add_argument("--dataset", default="digits", help=f"forward: the data set; one of: {', '.join(field_choices('dataset'))}")
     viz.add_argument("--data-dir", help="forward: folder holding the data set's files (default: CACHE_DIR/<dataset>)")
     viz.add_argument("--download", action="store_true", help="forward: fetch the data set if missing")
@@ -337,13 +446,18 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--timesteps", type=int, default=1000, help="forward, schedules: T, the number of noising steps")
     viz.add_argument("--zero-terminal-snr", action="store_true", help="schedules: rescale to zero terminal SNR")
     viz.add_argument("--sampler", help="reverse: " + sampling_help("sampler"))
-    viz.add_argument("--steps", type=int, help="reverse, interpolate: " + sampling_help(
-        "steps", "reverse: the run's own [sample] setting; interpolate: 0, which is 50 for ddim"))
+    viz.add_argument("--steps", type=int, help="reverse, interpolate, inpaint (RePaint's levels): " + sampling_help(
+        "steps", "reverse: the run's own [sample] setting; interpolate: 0, which is 50 for ddim; inpaint: 50"))
     viz.add_argument("--eta", type=float, help="reverse: " + sampling_help("eta"))
     viz.add_argument("--guidance-scale", type=float, help="reverse: " + sampling_help("guidance_scale"))
     viz.add_argument("--class", dest="cls", type=int, action="append", metavar="N",
                      help="reverse, interpolate: draw this class (repeat for several; default: all in turn)")
     viz.add_argument("--prompt", metavar="TEXT", help="reverse: the caption to draw (text-conditional runs)")
+    viz.add_argument("--image", metavar="FILE", help="inpaint: the image to inpaint (default: the run's first held-out "
+                     "image of each class)")
+    add_mask_options(viz, required=False, prefix="inpaint: ")
+    viz.add_argument("--jump-length", type=int, default=5, help="inpaint: RePaint's jump length")
+    viz.add_argument("--jump-n-sample", type=int, default=5, help="inpaint: RePaint's visits of each jump point")
     viz.add_argument("--seed", type=int, default=0, help="the same seed gives the same picture")
     viz.add_argument("--device", default="auto", help=field_help("device"))
     viz.set_defaults(handler=cmd_viz)

@@ -19,6 +19,7 @@ from .likelihood import BitsPerDim, bits_per_dim
 from .losses import LOSS_TYPES, LossTerms, training_losses
 from .models.unet import image_hw
 from .sampling import DEFAULT_GRIDS, DEFAULT_STEPS, FRACTIONAL_GRIDS, get_sampler, sampling_times
+from .sampling import inpaint
 from .sampling import sample as run_sampler
 from .sampling.guidance import guided_model_fn, text_guided_model_fn
 from .sampling.common import Callback, ModelFn
@@ -176,6 +177,25 @@ class GaussianDiffusion(nn.Module):
             raise ConfigError(f"got {len(prompts)} prompts for a batch of {batch}; give one prompt or one per image")
         return self.text_encoder.encode(prompts).to(device)
 
+    def conditioned_model_fn(
+        self, classes: Tensor | Sequence[int] | int | None, guidance_scale: float, batch: int, device: torch.device,
+        prompts: Sequence[str] | str | None = None,
+    ) -> ModelFn:
+        """The network as a sampler calls it for ``batch`` images: given the class labels or the
+        prompts (checked) and, at ``guidance_scale`` != 1, classifier-free guidance around them.
+        ``sample``, ``inpaint`` and ``img2img`` all build their model function here, so a new kind
+        of condition added here reaches every one of them."""
+        labels = self.check_classes(classes, batch, device)
+        text = self.encode_prompts(prompts, batch, device) if prompts is not None else None
+        if guidance_scale != 1.0 and labels is None and text is None:
+            raise ConfigError("guidance_scale needs class labels (classes=...) and a class-conditional model, "
+                              "or prompts (prompts=...) and a text-conditional one")
+        if text is not None and guidance_scale != 1.0:
+            return text_guided_model_fn(self.model, text, guidance_scale)
+        if labels is not None and guidance_scale != 1.0:
+            return guided_model_fn(self.model, labels, guidance_scale, self.num_classes)
+        return self.model_fn(labels, text)
+
     def check_classes(self, classes: Tensor | Sequence[int] | int | None, batch: int, device: torch.device) -> Tensor | None:
         """Validate user-given class labels: one int or one per image, each in [0, num_classes)."""
         if classes is None:
@@ -313,11 +333,7 @@ class GaussianDiffusion(nn.Module):
         :mod:`ddpm.sampling.common`.
         """
         device = self.device
-        labels = self.check_classes(classes, batch_size, device)
-        text = self.encode_prompts(prompts, batch_size, device) if prompts is not None else None
-        if guidance_scale != 1.0 and labels is None and text is None:
-            raise ConfigError("guidance_scale needs class labels (classes=...) and a class-conditional model, "
-                              "or prompts (prompts=...) and a text-conditional one")
+        model_fn = self.conditioned_model_fn(classes, guidance_scale, batch_size, device, prompts)
         shape = (batch_size, self.channels, *self.image_size)
         x_T = noise.to(device) if noise is not None else torch.randn(shape, generator=generator, device=device)
         if sampler is None:
@@ -347,12 +363,6 @@ class GaussianDiffusion(nn.Module):
             if callback is not None:
                 callback(i, x, pred_x0)
 
-        if text is not None and guidance_scale != 1.0:
-            model_fn = text_guided_model_fn(self.model, text, guidance_scale)
-        elif labels is not None and guidance_scale != 1.0:
-            model_fn = guided_model_fn(self.model, labels, guidance_scale, self.num_classes)
-        else:
-            model_fn = self.model_fn(labels, text)
         with eval_mode(self):  # no dropout: the same generator gives the same images
             x0 = run_sampler(
                 sampler,
@@ -376,6 +386,107 @@ class GaussianDiffusion(nn.Module):
             )
         out = torch.stack(frames + [x0], dim=1) if return_all_timesteps else x0
         return unnormalize(out) if self.auto_normalize else out
+
+    # ---- editing: image-to-image (SDEdit) and inpainting (RePaint) ------------------------------
+
+    def _edit_input(self, images: Tensor) -> Tensor:
+        """Checked ``images`` on the model's device, in [-1, 1]."""
+        self._check_images(images)
+        low, high = (0.0, 1.0) if self.auto_normalize else (-1.0, 1.0)
+        lo, hi = images.aminmax() if images.numel() else (torch.zeros(()), torch.zeros(()))
+        if not images.is_floating_point() or not (low <= float(lo) and float(hi) <= high):
+            kind = images.dtype if not images.is_floating_point() else f"values from {float(lo):g} to {float(hi):g}"
+            raise ConfigError(f"images must be floats in [{low:g}, {high:g}]; got {kind}")
+        images = images.to(self.device)
+        return normalize(images) if self.auto_normalize else images
+
+    @torch.inference_mode()
+    def img2img(
+        self,
+        images: Tensor,
+        strength: float = 0.6,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float = 0.0,
+        grid: str | None = None,
+        clip: str | bool | None = "static",
+        classes: Tensor | Sequence[int] | int | None = None,
+        guidance_scale: float = 1.0,
+        prompts: Sequence[str] | str | None = None,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """SDEdit (Meng et al. 2022): ``images`` [B, C, H, W] in [0, 1] noised to ``strength`` of the
+        chain, t = round(strength (T - 1)), by q(x_t | x_0) (Ho et al. eq. 4), then denoised by
+        ``sampler`` from there: low strength keeps the image, high strength keeps its rough layout.
+        ``strength=1`` is plain sampling (the images are not used). Exactly
+        ``sample(B, x_start=images, t_start=t, ...)``: the noise comes first from ``generator``
+        (or is ``noise``), then the sampler's own draws. ``steps`` counts model evaluations from t
+        down (default: the sampler's, at most the t + 1 whole timesteps there are); the other
+        settings are :meth:`sample`'s.
+        """
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+            raise ConfigError(f"strength must lie in (0, 1] (1: plain sampling); got {strength!r}")
+        self._edit_input(images)
+        start = None if strength == 1.0 else round(strength * (self.num_timesteps - 1))
+        return self.sample(
+            images.shape[0], sampler=sampler, steps=steps, eta=eta, grid=grid, clip=clip, classes=classes,
+            guidance_scale=guidance_scale, generator=generator, noise=noise, callback=callback,
+            x_start=None if start is None else images, t_start=start, prompts=prompts,
+        )
+
+    @torch.inference_mode()
+    def inpaint(
+        self,
+        images: Tensor,
+        keep: Tensor,
+        *,
+        steps: int | None = None,
+        jump_length: int = inpaint.DEFAULT_JUMP_LENGTH,
+        jump_n_sample: int = inpaint.DEFAULT_JUMP_N_SAMPLE,
+        grid: str = inpaint.DEFAULT_GRID,
+        clip: str | bool | None = "static",
+        classes: Tensor | Sequence[int] | int | None = None,
+        guidance_scale: float = 1.0,
+        prompts: Sequence[str] | str | None = None,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """RePaint (Lugmayr et al. 2022, :mod:`ddpm.sampling.inpaint`): ``images`` [B, C, H, W] in
+        [0, 1] with the pixels where ``keep`` is 1 (True) kept exactly as given and the rest drawn
+        by the model to fit them. ``keep`` broadcasts to the images ([H, W], [1, 1, H, W],
+        [B, 1, H, W], ...) and must keep some pixels and generate others.
+
+        The chain has ``steps`` levels on ``grid`` (default and the paper: 250, or T if smaller); every
+        ``jump_length`` levels the walk goes back up that many levels, ``jump_n_sample - 1`` times
+        (the paper: 10 and 10, 2,410 model evaluations; ``jump_n_sample=1``: plain replacement, one
+        evaluation per level). A fast setting: ``steps=50, jump_length=5, jump_n_sample=5``
+        (230 evaluations; benchmarks/README.md). ``classes`` or ``prompts`` and ``guidance_scale``
+        condition and guide the model as in :meth:`sample`; ``noise`` is x at the noisiest level (default:
+        drawn from ``generator``); ``callback(i, x_t, pred_x0)`` sees [-1, 1] tensors.
+        """
+        x0 = self._edit_input(images)
+        mask = inpaint.check_keep(keep, x0.shape)
+        if not bool(mask.any()) or bool(mask.all()):
+            what = "nothing" if not bool(mask.any()) else "every pixel"
+            raise ConfigError(f"the keep mask keeps {what}, which leaves nothing to inpaint; keep some pixels (1) "
+                              "and leave others to generate (0)")
+        batch = x0.shape[0]
+        steps = min(inpaint.DEFAULT_STEPS, self.num_timesteps) if steps is None else steps
+        model_fn = self.conditioned_model_fn(classes, guidance_scale, batch, self.device, prompts)
+        x_T = noise.to(self.device, x0.dtype) if noise is not None else torch.randn(
+            x0.shape, generator=generator, device=self.device, dtype=x0.dtype)
+        with eval_mode(self):  # no dropout: the same generator gives the same images
+            out = inpaint.sample_repaint(
+                model_fn, x_T, self.schedule_on(self.device), steps, known=x0, keep=mask.to(self.device),
+                jump_length=jump_length, jump_n_sample=jump_n_sample, grid=grid, objective=self.objective,
+                variance_type=self.variance_type, clip=clip, generator=generator, callback=callback,
+            )
+        out = unnormalize(out) if self.auto_normalize else out
+        return torch.where(mask.to(out.device), images.to(out.device, out.dtype), out)  # kept pixels bit for bit
 
     def bits_per_dim(self, images: Tensor, classes: Tensor | None = None, *, generator: torch.Generator | None = None) -> BitsPerDim:
         """The variational bound of 8-bit ``images`` [B, C, H, W] in [0, 1], in bits/dim."""

@@ -5,6 +5,8 @@
   sampler's callback, and a still grid (rows = samples, columns = steps);
 - :func:`interpolation_picture`: images decoded by deterministic DDIM along a spherical path
   between two noise images;
+- :func:`inpaint_picture`: an animation of RePaint (known region, model region, predicted x_0)
+  and a still grid;
 - :func:`schedules_picture`: alpha_bar_t and log-SNR of the schedules side by side.
 """
 
@@ -26,7 +28,8 @@ from .generate import class_layout, load_for_sampling
 from .training.validate import check_sample_settings, resolved_steps_and_grid
 from .schedules import SCHEDULES, get_schedule
 from .training.batches import derived_seed
-from .viz import denoising_frames, denoising_grid, forward_process_strip, save_animation, save_grid, schedule_plot, slerp
+from .viz import (denoising_frames, denoising_grid, forward_process_strip, inpainting_frames, save_animation, save_grid,
+                  schedule_plot, slerp)
 
 
 def forward_picture(
@@ -170,6 +173,104 @@ def interpolation_picture(
     return save_grid(images.float().cpu(), out, nrow=columns)
 
 
+def _held_out_images(config, num: int, log: Callable[[str], None]) -> torch.Tensor:
+    """The first held-out image of each class (or the first ``num``) of a run's data set, in [0, 1]."""
+    d = config.data
+    data = get_dataset(d.dataset, split="test", data_dir=d.data_dir or None, download=d.download,
+                       cache_dir=d.cache_dir or None, image_size=tuple(d.image_size), channels=d.channels, log=log)
+    picks = list(range(min(num, len(data))))
+    if data.labels is not None:
+        first: dict[int, int] = {}
+        for i, label in enumerate(data.labels.tolist()):
+            first.setdefault(label, i)
+        picks = ([first[c] for c in sorted(first)] + [i for i in range(len(data)) if i not in first.values()])[:num]
+    return (data.to_float(torch.tensor(picks)) + 1) / 2
+
+
+def inpaint_picture(
+    run: str | Path,
+    out: str | Path,
+    *,
+    still: str | Path | None = None,
+    image: str | Path | None = None,
+    mask: str | Path | None = None,
+    box: str | None = None,
+    num_images: int = 4,
+    steps: int = 50,
+    jump_length: int = 5,
+    jump_n_sample: int = 5,
+    grid: str = "uniform",
+    seed: int = 0,
+    device: str = "auto",
+    columns: int = 8,
+    max_frames: int = 80,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, Path | None]:
+    """An animation (GIF or WebP) of RePaint: at each model step the known region (the image
+    noised to t), the model's region and the predicted x_0, labelled with t and whether the walk
+    is on a resampling pass, ending on the result; with ``still``, a grid whose rows are images:
+    the original, the input with the region to generate in grey, the predicted x_0 at
+    ``columns`` evenly spaced model steps, and the result.
+
+    The images are ``image`` (``num_images`` inpaintings of it) or the run's first held-out
+    image of each class; the region is ``mask`` (white: generate), ``box``, or the bottom half.
+    At most ``max_frames`` model steps are shown, evenly spaced, always with the first and last.
+    """
+    from .editing import box_mask, check_keep_mask, read_image, read_mask
+    from .sampling.inpaint import model_levels
+    from .sampling.timesteps import sampling_times
+
+    if Path(out).suffix.lower() not in (".gif", ".webp"):
+        raise ConfigError(f"the animation is a GIF or WebP; give a name ending in .gif or .webp, not {str(out)!r}")
+    if num_images < 1 or columns < 2 or max_frames < 2:
+        raise ConfigError(f"need at least one image, two columns and two frames; got {num_images}, {columns} and {max_frames}")
+    diffusion, ckpt = load_for_sampling(run, device=device)
+    size, channels = diffusion.image_size, diffusion.channels
+    if image is not None:
+        images = read_image(image, size, channels, log=log).expand(num_images, -1, -1, -1).contiguous()
+    else:
+        images = _held_out_images(ckpt.config, num_images, log)
+    if mask is not None:
+        keep = read_mask(mask, size, log=log)
+        check_keep_mask(keep, f"mask {mask}")
+    else:
+        keep = box_mask(box or f"0,{size[0] // 2},{size[1]},{size[0]}", size)
+        check_keep_mask(keep, f"--box {box}")
+    levels = model_levels(steps, jump_length, jump_n_sample)
+    times = sampling_times(diffusion.schedule, steps, grid)[::-1]
+    n = len(levels)
+    shown = set(np.unique(np.rint(np.linspace(0, n - 1, min(max_frames, n))).astype(int)).tolist())
+    log(f"inpainting {len(images)} images with {ckpt.path}: RePaint, {steps} steps on the {grid} grid, jump length "
+        f"{jump_length}, {jump_n_sample} resamplings ({n} model evaluations)")
+    history: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def keep_step(i: int, x: torch.Tensor, x0: torch.Tensor) -> None:
+        if i in shown:
+            history.append((i, x.float().cpu(), x0.float().cpu()))
+
+    g = torch.Generator(device=diffusion.device).manual_seed(derived_seed(seed, 7))
+    result = diffusion.inpaint(images, keep, steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample,
+                               grid=grid, generator=g, callback=keep_step).float().cpu()
+    revisit, seen = [], set()  # a model step at a level visited before is on a resampling pass
+    for level in levels:
+        revisit.append(level in seen)
+        seen.add(level)
+    labels = [f"model step {i + 1}/{n}, t = {times[levels[i]]:g}" + (" (resampling)" if revisit[i] else "")
+              for i, _, _ in history]
+    done = result * 2 - 1
+    history.append((n, done, done))
+    labels.append(f"result ({n} model evaluations)")
+    frames = inpainting_frames(history, keep, labels, nrow=min(len(images), 4))
+    path = save_animation(frames, out, duration_ms=max(40, 4000 // len(frames)), last_frame_ms=2000)
+    still_path = None
+    if still is not None:
+        hidden = torch.where(keep, images, torch.full_like(images, 0.5))
+        steps_x0 = denoising_grid(history[:-1], num_columns=columns, show="pred_x0").reshape(len(images), columns, *images.shape[1:])
+        rows = torch.cat([images[:, None], hidden[:, None], steps_x0, result[:, None]], dim=1)
+        still_path = save_grid(rows.flatten(0, 1), still, nrow=columns + 3)
+    return path, still_path
+
+
 def schedules_picture(
     out: str | Path, *, timesteps: int = 1000, names: Sequence[str] = SCHEDULES, zero_terminal_snr: bool = False
 ) -> Path:
@@ -187,4 +288,4 @@ def schedules_picture(
     return atomic_write(out, lambda tmp: both.save(tmp, format="PNG"))
 
 
-__all__ = ["forward_picture", "interpolation_picture", "reverse_picture", "schedules_picture"]
+__all__ = ["forward_picture", "inpaint_picture", "interpolation_picture", "reverse_picture", "schedules_picture"]

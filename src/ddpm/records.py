@@ -70,6 +70,50 @@ def sample_record(
     }
 
 
+def edit_record(
+    ckpt: "Checkpoint",
+    kind: str,
+    *,
+    image: str,
+    num_images: int,
+    seed: int,
+    batch_size: int,
+    use_ema: bool,
+    steps: int,
+    grid: str,
+    clip: str,
+    classes: Sequence[int] | None,
+    guidance_scale: float,
+    sampler: str = "ancestral",
+    eta: float = 0.0,
+    mask: str | None = None,
+    box: str | None = None,
+    jump_length: int | None = None,
+    jump_n_sample: int | None = None,
+    model_evaluations: int | None = None,
+    strength: float | None = None,
+    t_start: int | None = None,
+    prompt: str | None = None,
+) -> dict[str, Any]:
+    """The recipe of images made by editing ``image`` (``kind`` "inpaint" or "img2img"): a
+    :func:`sample_record` of the sampler used (RePaint's steps are ancestral ones) with an ``edit``
+    entry: the image, and the mask or box with RePaint's jump length, resamplings and model
+    evaluations per image, or SDEdit's strength and the timestep it starts from."""
+    settings = SampleConfig(sampler=sampler, steps=steps, grid=grid, eta=eta, clip=clip, guidance_scale=guidance_scale)
+    record = sample_record(ckpt, settings, num_timesteps=ckpt.config.diffusion.timesteps, num_images=num_images,
+                           seed=seed, batch_size=batch_size, use_ema=use_ema, classes=classes,
+                           prompts=[prompt] if prompt else None)
+    if kind == "inpaint":
+        edit = {"kind": kind, "image": image, "mask": mask, "box": box, "jump_length": jump_length,
+                "jump_n_sample": jump_n_sample, "model_evaluations": model_evaluations}
+    elif kind == "img2img":
+        edit = {"kind": kind, "image": image, "strength": strength, "t_start": t_start}
+    else:
+        raise ConfigError(f"unknown kind of edit {kind!r}; choose inpaint or img2img")
+    record["edit"] = edit
+    return record
+
+
 def describe(record: dict[str, Any]) -> str:
     """The sampling part of a record as words: "dpm++2m, 20 steps on the logsnr grid"."""
     text = f"{record['sampler']}, {record['steps']} steps on the {record['grid']} grid"
@@ -77,6 +121,12 @@ def describe(record: dict[str, Any]) -> str:
         text += f", eta {record['eta']:g}"
     if record.get("guidance_scale", 1.0) != 1.0:
         text += f", guidance {record['guidance_scale']:g}"
+    edit = record.get("edit") or {}
+    if edit.get("kind") == "inpaint":
+        text = (f"RePaint with {text}, jump length {edit['jump_length']}, {edit['jump_n_sample']} resamplings "
+                f"({edit['model_evaluations']} model evaluations per image)")
+    elif edit.get("kind") == "img2img":
+        text = f"SDEdit at strength {edit['strength']:g} (from t = {edit['t_start']}) with {text}"
     return text
 
 
@@ -102,4 +152,4 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return json.loads(text)
 
 
-__all__ = ["FORMAT", "PNG_KEY", "describe", "png_text", "read_record", "sample_record"]
+__all__ = ["FORMAT", "PNG_KEY", "describe", "edit_record", "png_text", "read_record", "sample_record"]

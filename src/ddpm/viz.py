@@ -10,6 +10,7 @@ Functions documented as taking [0, 1] images say so; the diffusion views take th
 - :func:`forward_process_strip` -- images noised to several t with one shared noise draw (eq. 4).
 - :func:`denoising_frames`, :func:`denoising_grid` -- what a sampler callback collected, as
   animation frames or as one still.
+- :func:`inpainting_frames` -- an inpainting's known region, model region and predicted x_0 per step.
 - :func:`slerp` -- spherical interpolation between two noise tensors.
 """
 
@@ -267,6 +268,48 @@ def denoising_grid(history: History, *, num_columns: int = 10, show: str = "x_t"
     return torch.stack(cols, dim=1).flatten(0, 1)
 
 
+def inpainting_frames(
+    history: History,
+    keep: Tensor,
+    labels: Sequence[str],
+    *,
+    nrow: int | None = None,
+    scale: int | None = None,
+) -> list[np.ndarray]:
+    """One uint8 frame per entry of ``history`` = [(i, x_t, pred_x0), ...] of an inpainting
+    (RePaint's callback): the known region of x_t (the given image noised to t), the model's
+    region of x_t and the predicted x_0, side by side under a strip with ``labels[k]``.
+
+    ``keep`` [B or 1, 1 or C, H, W] is True where the image is kept; the region a panel does not
+    show is drawn mid-grey. x_t and pred_x0 are in [-1, 1] as the callback receives them.
+    """
+    _check_history(history)
+    if len(labels) != len(history):
+        raise ConfigError(f"inpainting_frames needs one label per recorded step; got {len(labels)} for {len(history)}")
+    keep = keep.detach().cpu().bool()
+    scale = _auto_scale(history[0][1].shape[-2]) if scale is None else scale
+    font = text_font(12)
+    strip_h, gap = 18, 8
+    frames = []
+    for (_, x, p), label in zip(history, labels):
+        x = x.detach().float().cpu()
+        grey = torch.zeros_like(x)
+        panels = [torch.where(keep, x, grey), torch.where(keep, grey, x), p]
+        grids = [make_grid(_to_unit(g), nrow=nrow, scale=scale) for g in panels]
+        grids = [np.repeat(g[:, :, None], 3, axis=2) if g.ndim == 2 else g for g in grids]
+        gh, gw = grids[0].shape[:2]
+        canvas = np.full((2 * strip_h + gh, 3 * gw + 2 * gap, 3), 255, np.uint8)
+        for k, g in enumerate(grids):
+            canvas[2 * strip_h :, k * (gw + gap) : k * (gw + gap) + gw] = g
+        img = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(img)
+        draw_text(draw, label, font, 3, strip_h / 2, "left", "middle")
+        for k, name in enumerate(("known: image at t", "model at t", "predicted x0")):
+            draw_text(draw, name, font, k * (gw + gap) + 3, 1.5 * strip_h, "left", "middle")
+        frames.append(np.asarray(img))
+    return frames
+
+
 def slerp(a: Tensor, b: Tensor, weights: Tensor | Sequence[float], *, parallel_threshold: float = 0.9995) -> Tensor:
     """Spherical interpolation of two same-shaped noise tensors -> [len(weights), *a.shape].
 
@@ -298,6 +341,7 @@ __all__ = [
     "denoising_frames",
     "denoising_grid",
     "forward_process_strip",
+    "inpainting_frames",
     "line_plot",
     "make_grid",
     "save_animation",

@@ -51,7 +51,6 @@ def sample_ancestral(
     x = x_T
     for i, t in enumerate(times):
         k = first + n - 1 - i  # this time's index in the chain
-        index = torch.full((x.shape[0],), k, device=x.device, dtype=torch.long)
         x0, _, var_output = predict(model_fn, x, t, ab[i], objective=objective, clip=clip,
                                     threshold_percentile=threshold_percentile, threshold_max=threshold_max,
                                     learned_variance=learned)
@@ -59,11 +58,27 @@ def sample_ancestral(
             callback(i, x, x0)
         if k == 0 and end < 1.0:  # the grid already ends at the final level: nothing left to do
             break
-        mean, _, _ = q_posterior(s, x0, x, index)
-        if k > 0:
-            log_var = model_log_variance(s, variance_type, index, x, var_output)
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = mean + torch.exp(0.5 * log_var) * noise
-        else:
-            x = mean
+        x = posterior_step(s, x0, x, k, variance_type, var_output, generator)
     return x
+
+
+def posterior_step(
+    chain: Schedule,
+    x0: Tensor,
+    x: Tensor,
+    k: int,
+    variance_type: str,
+    var_output: Tensor | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """x_{k-1} ~ p(x_{k-1} | x_k) = N(mu-tilde(x_k, x0), sigma_k^2) on ``chain`` from its level
+    k (Ho et al. eq. 7 and Algorithm 2, line 4); level 0 steps to clean data and
+    returns the posterior mean, which there is x0 itself, without noise. The step of
+    :func:`sample_ancestral`, also taken by RePaint (:mod:`ddpm.sampling.inpaint`)."""
+    index = torch.full((x.shape[0],), k, device=x.device, dtype=torch.long)
+    mean, _, _ = q_posterior(chain, x0, x, index)
+    if k == 0:
+        return mean
+    log_var = model_log_variance(chain, variance_type, index, x, var_output)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return mean + torch.exp(0.5 * log_var) * noise
