@@ -1,7 +1,7 @@
 """Typed configuration: dataclasses loadable from TOML, with command-line overrides.
 
 A run's configuration has five sections, ``[model]``, ``[diffusion]``, ``[data]``, ``[train]``
-and ``[sample]``, plus a run ``name``. Every field name is unique across sections, so every
+and ``[sample]``, plus a run ``name``; a student made by ``ddpm distill`` also has ``[distill]``. Every field name is unique across sections, so every
 field is also a flat command-line option (``--max-steps 2000``, ``--dim-mults 1,2,4``).
 """
 
@@ -110,6 +110,19 @@ class SampleConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Progressive distillation (see :mod:`ddpm.distill`): what made a student run; empty otherwise."""
+
+    teacher: str = ""  # the teacher's checkpoint directory; empty: not a distilled student
+    to_steps: int = 4  # sampling steps of the final student
+    rounds: int = 5  # halvings: the teacher's DDIM takes to_steps * 2**rounds steps
+    steps_per_round: int = 2000  # optimizer steps per halving
+    teacher_guidance: float = 1.0  # classifier-free guidance of the teacher's targets (class-conditional)
+    student_objective: str = "pred_v"  # what the student predicts: pred_v, pred_x0 (or pred_noise)
+    distill_weighting: str = "truncated-snr"  # x0 loss weight: truncated-snr (max(SNR, 1)) or snr+1
+
+
+@dataclass
 class RunConfig:
     name: str = ""  # empty: generated from the data set and the time
     runs_dir: str = "runs"
@@ -118,9 +131,10 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
-SECTIONS = ("model", "diffusion", "data", "train", "sample")
+SECTIONS = ("model", "diffusion", "data", "train", "sample", "distill")
 
 
 # ---- field access --------------------------------------------------------------------------
@@ -298,6 +312,8 @@ def to_toml(config: RunConfig) -> str:
     d = to_dict(config)
     lines = [f"name = {_toml_value(d['name'])}", f"runs_dir = {_toml_value(d['runs_dir'])}"]
     for s in SECTIONS:
+        if s == "distill" and config.distill == DistillConfig():
+            continue  # only a distilled student has one
         lines.append(f"\n[{s}]")
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in d[s].items())
     return "\n".join(lines) + "\n"
@@ -318,6 +334,7 @@ __all__ = [
     "AUTO",
     "DataConfig",
     "DiffusionConfig",
+    "DistillConfig",
     "ModelConfig",
     "RunConfig",
     "SampleConfig",

@@ -136,14 +136,20 @@ def interpolation_picture(
     *,
     rows: int = 4,
     columns: int = 10,
-    steps: int = 50,
+    steps: int | None = None,
     classes: Sequence[int] | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> Path:
     """Each row: two random noise images and ``columns`` points on the great circle between them
-    (slerp), every one decoded by deterministic DDIM (eta = 0), so the row morphs smoothly."""
-    diffusion, _ = load_for_sampling(run, device=device)
+    (slerp), every one decoded by deterministic DDIM (eta = 0), so the row morphs smoothly.
+    ``steps`` defaults to 50, or to the run's own DDIM steps and grid where it samples with DDIM
+    (a distilled student knows only its own few timesteps)."""
+    diffusion, ckpt = load_for_sampling(run, device=device)
+    own = ckpt.config.sample
+    grid = (own.grid or None) if own.sampler == "ddim" else None
+    if steps is None:
+        steps = (own.steps or 50) if own.sampler == "ddim" else 50
     if rows < 1 or columns < 2:
         raise ConfigError(f"need at least one row and two columns; got {rows} and {columns}")
     g = torch.Generator().manual_seed(derived_seed(seed, 4))
@@ -152,7 +158,7 @@ def interpolation_picture(
     noise = torch.cat([slerp(torch.randn(shape, generator=g), torch.randn(shape, generator=g), weights) for _ in range(rows)])
     labels = _labels_for(diffusion, rows, classes)
     labels = [c for c in labels for _ in range(columns)] if labels is not None else None
-    images = diffusion.sample(len(noise), sampler="ddim", steps=steps, eta=0.0, noise=noise, classes=labels)
+    images = diffusion.sample(len(noise), sampler="ddim", steps=steps, eta=0.0, grid=grid, noise=noise, classes=labels)
     return save_grid(images.float().cpu(), out, nrow=columns)
 
 
