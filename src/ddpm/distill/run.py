@@ -168,6 +168,9 @@ def _rounds(run_dir, config, grids, data, step, checkpoint, log, progress, stop)
     while step < R * S:
         r = step // S + 1
         fresh = checkpoint is None or checkpoint.step == (r - 1) * S  # the round starts here
+        if stop.requested:  # Ctrl-C during the last step of a round: it was saved as it ended
+            raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved to {checkpoint.path}; "
+                                      f"continue with: ddpm distill --resume {run_dir}")
         step, last_loss = _round(run_dir, config, grids, data, r, step, None if fresh else checkpoint, keep, device,
                                  deadline, log, progress, stop)
         checkpoint = read_checkpoint(run_dir)
@@ -207,7 +210,7 @@ def _round(run_dir, config, grids, data, r, step, checkpoint, keep, device, dead
     trainer = RoundTrainer(rconfig, student.model, _teacher_fn(teacher, tckpt.config.sample.guidance_scale),
                            tckpt.config.diffusion.objective, student.schedule_on(device), grids[r - 1], data,
                            (r - 1) * S, device, autocast=use_bf16(tc.bf16, device))
-    state = {"nonfinite_skipped": 0, "round_seconds": 0.0}
+    state = {"nonfinite_skipped": start.state().get("nonfinite_skipped", 0) if r > 1 else 0, "round_seconds": 0.0}
     if checkpoint is not None:
         state = checkpoint.state()
         trainer.load_state(state, checkpoint.weights(ema=True))

@@ -1,0 +1,189 @@
+"""Progressively distilled students against their teacher on MNIST.
+
+Distils ``--teacher`` into ``--student`` (``ddpm.distill.progressive_distillation``, timed; an
+existing student run is resumed or reused), then draws ``--num-samples`` images from every
+round's student and from the teacher's samplers (``--teacher-cells``), all from the same x_T,
+and measures
+
+- the FID-style distance to the 10,000 MNIST test images in the feature space of the small MNIST
+  classifier that ``sampler_quality.py`` trains and caches (so the figures are on its scale),
+- KID (unbiased) with its standard error,
+- classifier confidence: the fraction of images whose top class has probability >= 0.9 (a
+  recognisable digit), and the mean top probability,
+- seconds per image.
+
+    OMP_NUM_THREADS=1 python benchmarks/distill_quality.py --teacher /work/models/mnist-interim \\
+        --student runs/mnist-student --data-dir ../shared/data/mnist --num-samples 1000
+
+Results go to ``<student>/distill_quality.json`` cell by cell (an interrupted run continues),
+sample grids beside it; the table is printed in markdown with the target's verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sampler_quality import load_or_train_classifier, real_statistics, score  # noqa: E402
+
+from ddpm.distill import progressive_distillation  # noqa: E402
+from ddpm.eval import classifier_extractor  # noqa: E402
+from ddpm.fileio import atomic_write_text  # noqa: E402
+from ddpm.generate import load_for_sampling  # noqa: E402
+from ddpm.training.batches import derived_seed  # noqa: E402
+from ddpm.training.checkpoint import list_checkpoints, read_checkpoint  # noqa: E402
+from ddpm.viz import save_grid  # noqa: E402
+
+TARGET = (4, "ancestral@1000", 1.5)  # the student's steps, the reference cell, the largest ratio
+
+
+@torch.inference_mode()
+def draw(diffusion, x_T, sampler: str, steps: int, grid: str | None, batch_size: int, seed: int):
+    """Images [N, C, H, W] in [0, 1], seconds, and network evaluations per image (counted by a hook)."""
+    calls = [0]
+    hook = diffusion.model.register_forward_hook(lambda m, args, out: calls.__setitem__(0, calls[0] + args[0].shape[0]))
+    out, seconds = [], 0.0
+    try:
+        for i, start in enumerate(range(0, x_T.shape[0], batch_size)):
+            noise = x_T[start: start + batch_size]
+            g = torch.Generator().manual_seed(derived_seed(seed, i))
+            began = time.perf_counter()
+            out.append(diffusion.sample(noise.shape[0], sampler=sampler, steps=steps, grid=grid, noise=noise, generator=g))
+            seconds += time.perf_counter() - began
+    finally:
+        hook.remove()
+    return torch.cat(out), seconds, calls[0] / x_T.shape[0]
+
+
+@torch.inference_mode()
+def confidence(classifier, images: torch.Tensor) -> tuple[float, float]:
+    """(fraction with top class probability >= 0.9, mean top probability) of images in [0, 1]."""
+    top = torch.cat([classifier(images[i: i + 500]).softmax(1).max(1).values for i in range(0, len(images), 500)])
+    return float((top >= 0.9).float().mean()), float(top.mean())
+
+
+def distil(args, log=print) -> dict:
+    """Run (or resume, or reuse) the distillation; its wall time in this process."""
+    student = Path(args.student)
+    began = time.monotonic()
+    settings = {"batch_size": str(args.batch_size), "lr": str(args.lr), "data_dir": args.data_dir,
+                "save_every": "500", "tensorboard": "false", "num_samples": "100"}
+    if (student / "teacher").is_dir():
+        result = progressive_distillation(resume=student, log=log, progress=False)
+    else:
+        result = progressive_distillation(args.teacher, args.to_steps, rounds=args.rounds,
+                                          steps_per_round=args.steps_per_round, out=student, settings=settings,
+                                          log=log, progress=False)
+    rounds = json.loads((student / "rounds.json").read_text(encoding="utf-8"))["rounds"]
+    return {"this_process_s": time.monotonic() - began, "rounds": rounds, "finished": result.finished}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", default="/work/models/mnist-interim")
+    p.add_argument("--student", default="runs/mnist-student")
+    p.add_argument("--data-dir", default="../shared/data/mnist")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "torch-ddpm" / "bench"))
+    p.add_argument("--to-steps", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--steps-per-round", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--student-steps", default="8,4,2,1", help="the rounds' students to measure, by their steps")
+    p.add_argument("--teacher-cells", default="ddim@1,ddim@2,ddim@4,ddim@8,dpm++2m@20,dpm++2m-sde@50,ancestral@1000",
+                   help="sampler@steps of the teacher (ddim on the trailing grid, the others on their own)")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--sample-batch", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classifier-epochs", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    cache = Path(args.cache_dir).expanduser()
+    classifier, info = load_or_train_classifier(cache, args.data_dir, epochs=args.classifier_epochs)
+    extractor = classifier_extractor(classifier)
+    real = real_statistics(extractor, cache, args.data_dir)
+    classifier.eval()
+
+    student = Path(args.student)
+    out = student / "distill_quality"
+    path = student / "distill_quality.json"
+    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"cells": {}}
+    save = lambda: atomic_write_text(path, json.dumps(results, indent=1) + "\n")  # noqa: E731
+    done = results.get("distillation", {}).get("finished")
+    if not done:
+        earlier = results.get("distillation", {}).get("seconds_total", 0.0)
+        record = distil(args)
+        record["seconds_total"] = earlier + record["this_process_s"]
+        results["distillation"] = record
+        save()
+    teacher_run = student / "teacher"
+    x_T = None
+    todo = [("teacher", cell) for cell in args.teacher_cells.split(",") if cell]
+    steps_wanted = [int(s) for s in args.student_steps.split(",") if s]
+    by_steps = {read_checkpoint(c).config.sample.steps: c for c in list_checkpoints(student)}
+    todo += [("student", f"ddim@{k}") for k in steps_wanted if k in by_steps]
+    for who, cell in todo:
+        key = f"{who} {cell}"
+        if key in results["cells"]:
+            continue
+        sampler, steps = cell.split("@")
+        steps = int(steps)
+        source = teacher_run if who == "teacher" else by_steps[steps]
+        diffusion, ckpt = load_for_sampling(source, device="cpu")
+        if x_T is None:
+            shape = (args.num_samples, diffusion.channels, *diffusion.image_size)
+            x_T = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+        grid = "trailing" if sampler == "ddim" else None
+        images, seconds, nfe = draw(diffusion, x_T, sampler, steps, grid, args.sample_batch, args.seed)
+        metrics, _ = score(extractor, real, images, args.num_samples)
+        frac, mean = confidence(classifier, images)
+        results["cells"][key] = {"n": len(images), "nfe": nfe, "s_per_image": seconds / len(images),
+                                 "fid": metrics["fid"], "kid": metrics["kid"], "kid_se": metrics["kid_se"],
+                                 "confident": frac, "mean_confidence": mean, "checkpoint": str(ckpt.path)}
+        save_grid(images[:100], out / f"{who}-{sampler}-{steps}.png", nrow=10)
+        save()
+        c = results["cells"][key]
+        print(f"{key:>24}: FID-style {c['fid']:.3f}  KID {c['kid'] * 1e3:.2f}e-3  confident {c['confident']:.3f}  "
+              f"{c['s_per_image'] * 1e3:.1f} ms/image", flush=True)
+    print(f"\nclassifier test accuracy {info['accuracy']:.4f}; {torch.get_num_threads()} thread(s); {path}\n")
+    print(table(results))
+    print(verdict(results))
+
+
+def table(results: dict) -> str:
+    lines = ["| model | sampler | steps (network evaluations) | FID-style | KID x 1e3 | confident (p >= 0.9) | "
+             "mean top p | ms / image |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for key, c in results["cells"].items():
+        who, cell = key.split(" ")
+        sampler, steps = cell.split("@")
+        lines.append(f"| {who} | {sampler if who == 'teacher' else 'ddim (distilled)'} | {steps} ({c['nfe']:.0f}) | "
+                     f"{c['fid']:.3f} | {c['kid'] * 1e3:.2f} ± {c['kid_se'] * 1e3:.2f} | {c['confident']:.3f} | "
+                     f"{c['mean_confidence']:.3f} | {c['s_per_image'] * 1e3:.1f} |")
+    d = results.get("distillation")
+    if d:
+        lines.append("")
+        lines.append(f"distillation: {len(d['rounds'])} rounds, {d['seconds_total']:.0f} s wall time in total; per round: "
+                     + ", ".join(f"{e['teacher_steps']}->{e['steps']} {e['seconds']:.0f} s" for e in d["rounds"]))
+    return "\n".join(lines)
+
+
+def verdict(results: dict) -> str:
+    steps, ref, limit = TARGET
+    a, b = results["cells"].get(f"student ddim@{steps}"), results["cells"].get(f"teacher {ref}")
+    if a is None or b is None:
+        return f"target: needs the {steps}-step student and the teacher's {ref}"
+    ratio = a["fid"] / b["fid"]
+    return (f"target: the {steps}-step student within {limit}x of the teacher's {ref}: "
+            f"{a['fid']:.3f} / {b['fid']:.3f} = {ratio:.2f} ({'met' if ratio <= limit else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
