@@ -127,8 +127,13 @@ def test_bad_settings_get_one_sentence_before_anything_is_made(teachers, tmp_pat
 
 def test_resume_refuses_what_would_change_the_rounds(teachers, tmp_path, capsys):
     out = tmp_path / "s"
-    progressive_distillation(teachers / "plain", 2, rounds=1, steps_per_round=2, out=out, settings=SMALL, log=quiet,
-                             progress=False)
+    messages = []
+    cut = progressive_distillation(teachers / "plain", 2, rounds=1, steps_per_round=2, out=out,
+                                   settings={**SMALL, "max_minutes": "1e-9"}, log=messages.append, progress=False)
+    assert not cut.finished and cut.step == 1 and cut.students == {}
+    assert f"reached max_minutes at step 1; continue with: ddpm distill --resume {out}" in messages
+    assert main(["distill", "--resume", str(out), "--max-minutes", "0"]) == 0  # a run-time setting may change
+    assert read_checkpoint(out).step == 2
     assert main(["distill", "--resume", str(out), "--lr", "1"]) == 2
     assert "--lr cannot be set when resuming (the rounds must stay as they began); these can: --device" in \
         capsys.readouterr().err
@@ -140,7 +145,6 @@ def test_resume_refuses_what_would_change_the_rounds(teachers, tmp_path, capsys)
     assert main(["distill", "--run", str(teachers / "plain"), "--out", str(out), "--rounds", "1"]) == 2
     assert f"run directory {out} already exists" in capsys.readouterr().err
     # a finished run resumes to nothing
-    messages = []
     done = progressive_distillation(resume=out, log=messages.append, progress=False)
     assert done.step == 2 and "has finished all 1 rounds already" in messages[-1]
     with pytest.raises(ConfigError, match="either a teacher run to distil or a student run to resume"):

@@ -28,7 +28,7 @@ from ..fileio import atomic_write_text
 from ..generate import class_layout, generate, load_for_sampling
 from ..sampling.guidance import guided_model_fn
 from ..training.build import build_diffusion, pick_device, use_bf16
-from ..training.checkpoint import list_checkpoints, load_model_weights, load_weights, read_checkpoint, save_checkpoint
+from ..training.checkpoint import list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint
 from ..training.distributed import Distributed
 from ..training.loop import TrainingInterrupted
 from ..training.reporting import Reporter
@@ -99,12 +99,13 @@ def _start(teacher_path, given, out, overwrite, log, progress, stop) -> DistillR
     grids = check_teacher(teacher, config)
     for r in range(1, len(grids)):
         validate_config(round_config(config, grids, r))  # everything is checked before a directory is made
+    teacher_net, _ = load_for_sampling(teacher.path, device="cpu")  # its weights checked against its config
     base = teacher.path.parent.parent.name  # the teacher's run
     run_dir = new_run_dir(config.runs_dir, config.name, f"{base}-distill", overwrite=overwrite)
     with RunLock(run_dir):
         config = replace(config, name=run_dir.name, runs_dir=str(run_dir.parent))
         record = teacher_record(teacher, config, grids)
-        weights = load_weights(teacher.path / "ema.safetensors")
+        weights = teacher_net.model.state_dict()
         save_checkpoint(run_dir / "teacher", teacher.step, model_state=weights, ema_state=weights,
                         train_state={"step": teacher.step}, config=record, keep_last=1)
         atomic_write_text(run_dir / "config.toml", to_toml(round_config(config, grids, 1)))
@@ -168,9 +169,10 @@ def _rounds(run_dir, config, grids, data, step, checkpoint, log, progress, stop)
     while step < R * S:
         r = step // S + 1
         fresh = checkpoint is None or checkpoint.step == (r - 1) * S  # the round starts here
-        if stop.requested:  # Ctrl-C during the last step of a round: it was saved as it ended
-            raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved to {checkpoint.path}; "
-                                      f"continue with: ddpm distill --resume {run_dir}")
+        if stop.requested:  # Ctrl-C before the round's first step (e.g. during the last one's grid)
+            where = f"checkpoint saved to {checkpoint.path}" if checkpoint is not None else "no checkpoint yet"
+            raise TrainingInterrupted(f"interrupted at step {step}; {where}; continue with: "
+                                      f"ddpm distill --resume {run_dir}")
         step, last_loss = _round(run_dir, config, grids, data, r, step, None if fresh else checkpoint, keep, device,
                                  deadline, log, progress, stop)
         checkpoint = read_checkpoint(run_dir)
