@@ -6,7 +6,8 @@ round's student and from the teacher's samplers (``--teacher-cells``), all from 
 and measures
 
 - the FID-style distance to the 10,000 MNIST test images in the feature space of the small MNIST
-  classifier that ``sampler_quality.py`` trains and caches (so the figures are on its scale),
+  classifier that ``ddpm eval`` trains once and caches (``--features classifier``, its default),
+  so ``ddpm eval --run STUDENT`` reports the same kind of figure,
 - KID (unbiased) with its standard error,
 - classifier confidence: the fraction of images whose top class has probability >= 0.9 (a
   recognisable digit), and the mean top probability,
@@ -23,22 +24,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampler_quality import load_or_train_classifier, real_statistics, score  # noqa: E402
-
-from ddpm.distill import progressive_distillation  # noqa: E402
-from ddpm.eval import classifier_extractor  # noqa: E402
-from ddpm.fileio import atomic_write_text  # noqa: E402
-from ddpm.generate import load_for_sampling  # noqa: E402
-from ddpm.training.batches import derived_seed  # noqa: E402
-from ddpm.training.checkpoint import list_checkpoints, read_checkpoint  # noqa: E402
-from ddpm.viz import save_grid  # noqa: E402
+from ddpm.data import get_dataset
+from ddpm.distill import progressive_distillation
+from ddpm.eval import classifier_extractor, compute_statistics, frechet_distance, kernel_distance
+from ddpm.eval.report import EvalSettings, get_classifier
+from ddpm.fileio import atomic_write_text
+from ddpm.generate import load_for_sampling
+from ddpm.training.batches import derived_seed
+from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
+from ddpm.viz import save_grid
 
 TARGET = (4, "ancestral@1000", 1.5)  # the student's steps, the reference cell, the largest ratio
 
@@ -81,7 +80,8 @@ def distil(args, log=print) -> dict:
                                           steps_per_round=args.steps_per_round, out=student, settings=settings,
                                           log=log, progress=False)
     rounds = json.loads((student / "rounds.json").read_text(encoding="utf-8"))["rounds"]
-    return {"this_process_s": time.monotonic() - began, "rounds": rounds, "finished": result.finished}
+    return {"this_process_s": time.monotonic() - began, "rounds": rounds, "finished": result.finished,
+            "settings": vars(args)}
 
 
 def main(argv=None) -> None:
@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     p.add_argument("--teacher", default="/work/models/mnist-interim")
     p.add_argument("--student", default="runs/mnist-student")
     p.add_argument("--data-dir", default="../shared/data/mnist")
-    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "torch-ddpm" / "bench"))
+    p.add_argument("--cache-dir", default=None, help="ddpm eval's cache (default ~/.cache/torch-ddpm/eval)")
     p.add_argument("--to-steps", type=int, default=1)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--steps-per-round", type=int, default=1500)
@@ -101,38 +101,39 @@ def main(argv=None) -> None:
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--sample-batch", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--classifier-epochs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    cache = Path(args.cache_dir).expanduser()
-    classifier, info = load_or_train_classifier(cache, args.data_dir, epochs=args.classifier_epochs)
-    extractor = classifier_extractor(classifier)
-    real = real_statistics(extractor, cache, args.data_dir)
+    teacher_config = read_checkpoint(args.teacher).config
+    classifier, accuracy = get_classifier(teacher_config, EvalSettings(cache_dir=args.cache_dir), torch.device("cpu"),
+                                          print)
     classifier.eval()
+    extractor = classifier_extractor(classifier)
+    d = teacher_config.data
+    test = get_dataset(d.dataset, split="test", data_dir=d.data_dir or None, image_size=tuple(d.image_size),
+                       channels=d.channels, log=lambda m: None)
+    mu_r, sigma_r, feats_r = compute_statistics(extractor, test.images.float() / 255)
 
     student = Path(args.student)
     out = student / "distill_quality"
     path = student / "distill_quality.json"
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"cells": {}}
     save = lambda: atomic_write_text(path, json.dumps(results, indent=1) + "\n")  # noqa: E731
-    done = results.get("distillation", {}).get("finished")
-    if not done:
-        earlier = results.get("distillation", {}).get("seconds_total", 0.0)
-        record = distil(args)
-        record["seconds_total"] = earlier + record["this_process_s"]
-        results["distillation"] = record
+    if not results.get("distillation", {}).get("finished"):
+        results["distillation"] = distil(args)
         save()
     teacher_run = student / "teacher"
     x_T = None
-    todo = [("teacher", cell) for cell in args.teacher_cells.split(",") if cell]
+    start = read_checkpoint(teacher_run).config.sample.steps  # the DDIM that round 1 distils
+    todo = [("teacher", f"ddim@{start}")] + [("teacher", c) for c in args.teacher_cells.split(",") if c]
     steps_wanted = [int(s) for s in args.student_steps.split(",") if s]
     by_steps = {read_checkpoint(c).config.sample.steps: c for c in list_checkpoints(student)}
     todo += [("student", f"ddim@{k}") for k in steps_wanted if k in by_steps]
+    reference = None  # the images of the distillation's starting point, for the map error
     for who, cell in todo:
         key = f"{who} {cell}"
-        if key in results["cells"]:
+        if key in results["cells"] and (reference is not None or key != f"teacher ddim@{start}"):
             continue
         sampler, steps = cell.split("@")
         steps = int(steps)
@@ -143,34 +144,39 @@ def main(argv=None) -> None:
             x_T = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
         grid = "trailing" if sampler == "ddim" else None
         images, seconds, nfe = draw(diffusion, x_T, sampler, steps, grid, args.sample_batch, args.seed)
-        metrics, _ = score(extractor, real, images, args.num_samples)
+        if reference is None:
+            reference = images
+        mu, sigma, feats = compute_statistics(extractor, images)
+        kid, kid_se = kernel_distance(feats_r, feats, subset_size=min(1000, len(feats)))
         frac, mean = confidence(classifier, images)
         results["cells"][key] = {"n": len(images), "nfe": nfe, "s_per_image": seconds / len(images),
-                                 "fid": metrics["fid"], "kid": metrics["kid"], "kid_se": metrics["kid_se"],
-                                 "confident": frac, "mean_confidence": mean, "checkpoint": str(ckpt.path)}
+                                 "fid": frechet_distance(mu_r, sigma_r, mu, sigma), "kid": kid, "kid_se": kid_se,
+                                 "confident": frac, "mean_confidence": mean, "checkpoint": str(ckpt.path),
+                                 "rmse_vs_start": float(((images - reference) ** 2).mean().sqrt())}
         save_grid(images[:100], out / f"{who}-{sampler}-{steps}.png", nrow=10)
         save()
         c = results["cells"][key]
         print(f"{key:>24}: FID-style {c['fid']:.3f}  KID {c['kid'] * 1e3:.2f}e-3  confident {c['confident']:.3f}  "
-              f"{c['s_per_image'] * 1e3:.1f} ms/image", flush=True)
-    print(f"\nclassifier test accuracy {info['accuracy']:.4f}; {torch.get_num_threads()} thread(s); {path}\n")
+              f"{c['s_per_image'] * 1e3:.1f} ms/image  RMSE to ddim@{start} {c['rmse_vs_start']:.4f}", flush=True)
+    print(f"\nclassifier test accuracy {accuracy:.4f}; {torch.get_num_threads()} thread(s); {path}\n")
     print(table(results))
     print(verdict(results))
 
 
 def table(results: dict) -> str:
     lines = ["| model | sampler | steps (network evaluations) | FID-style | KID x 1e3 | confident (p >= 0.9) | "
-             "mean top p | ms / image |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "mean top p | RMSE to the start | ms / image |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key, c in results["cells"].items():
         who, cell = key.split(" ")
         sampler, steps = cell.split("@")
         lines.append(f"| {who} | {sampler if who == 'teacher' else 'ddim (distilled)'} | {steps} ({c['nfe']:.0f}) | "
                      f"{c['fid']:.3f} | {c['kid'] * 1e3:.2f} ± {c['kid_se'] * 1e3:.2f} | {c['confident']:.3f} | "
-                     f"{c['mean_confidence']:.3f} | {c['s_per_image'] * 1e3:.1f} |")
+                     f"{c['mean_confidence']:.3f} | {c['rmse_vs_start']:.3f} | {c['s_per_image'] * 1e3:.1f} |")
     d = results.get("distillation")
     if d:
         lines.append("")
-        lines.append(f"distillation: {len(d['rounds'])} rounds, {d['seconds_total']:.0f} s wall time in total; per round: "
+        total = sum(e["seconds"] for e in d["rounds"])
+        lines.append(f"distillation: {len(d['rounds'])} rounds, {total:.0f} s wall time in total; per round: "
                      + ", ".join(f"{e['teacher_steps']}->{e['steps']} {e['seconds']:.0f} s" for e in d["rounds"]))
     return "\n".join(lines)
 

@@ -137,7 +137,7 @@ def test_one_round_learns_the_two_step_ddim_map_of_an_exact_teacher(student_obje
     grids = round_grids(s, 4, 1)  # the teacher's 8 trailing steps -> the student's 4
     config = apply_overrides(RunConfig(), {
         "batch_size": "64", "lr": "0.1", "warmup_steps": "0", "grad_clip": "0", "ema_decay": "0",
-        "steps_per_round": "150", "student_objective": student_objective, "distill_weighting": weighting,
+        "steps_per_round": "150", "objective": student_objective, "distill_weighting": weighting,
     })
     student = AffinePerStep(1000)
     trainer = RoundTrainer(config, student, lambda z, t, labels: teacher(z, t), "pred_noise", s, grids[0],
@@ -156,3 +156,16 @@ def test_one_round_learns_the_two_step_ddim_map_of_an_exact_teacher(student_obje
     # which is a map of its own: the teacher's 4 steps land elsewhere
     four = sample_ddim(teacher, x_T, s, 4, grid="trailing", objective="pred_noise", clip="none")
     assert (four - theirs).abs().max() > 0.05
+
+
+def test_rounds_switch_to_the_student_objective_at_the_stated_steps():
+    from ddpm.distill.settings import round_config
+
+    s = get_schedule("linear", 1000)
+    grids = round_grids(s, 1, 3)  # 8 -> 4 -> 2 -> 1
+    config = apply_overrides(RunConfig(), {"to_steps": "1", "rounds": "3", "objective_from_steps": "2"})
+    got = [(round_config(config, grids, r, "pred_noise").sample.steps,
+            round_config(config, grids, r, "pred_noise").diffusion.objective) for r in (1, 2, 3)]
+    assert got == [(4, "pred_noise"), (2, "pred_v"), (1, "pred_v")]
+    every = apply_overrides(config, {"objective_from_steps": "0"})
+    assert {round_config(every, grids, r, "pred_noise").diffusion.objective for r in (1, 2, 3)} == {"pred_v"}

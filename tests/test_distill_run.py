@@ -115,6 +115,7 @@ def test_the_student_is_a_run_that_samples_in_its_own_steps(teachers, tmp_path, 
     (["--student-objective", "pred_z"], "unknown student objective 'pred_z'; choose one of pred_noise, pred_x0, pred_v"),
     (["--distill-weighting", "snr"], "unknown distillation weighting 'snr'"),
     (["--steps-per-round", "0"], "--steps-per-round must be a positive integer; got 0"),
+    (["--objective-from-steps", "-1"], "--objective-from-steps must be 0 (every round) or a number of steps; got -1"),
     (["--lr", "-1"], "--lr must be greater than 0; got -1"),
 ])
 def test_bad_settings_get_one_sentence_before_anything_is_made(teachers, tmp_path, capsys, args, message):

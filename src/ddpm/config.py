@@ -119,6 +119,7 @@ class DistillConfig:
     steps_per_round: int = 2000  # optimizer steps per halving
     teacher_guidance: float = 1.0  # classifier-free guidance of the teacher's targets (class-conditional)
     student_objective: str = "pred_v"  # what the student predicts: pred_v, pred_x0 (or pred_noise)
+    objective_from_steps: int = 0  # students of more steps keep the teacher's objective; 0: all use student_objective
     distill_weighting: str = "truncated-snr"  # x0 loss weight: truncated-snr (max(SNR, 1)) or snr+1
 
 

@@ -98,7 +98,7 @@ def _start(teacher_path, given, out, overwrite, log, progress, stop) -> DistillR
     data, config = resolve_data(config, Distributed(), log)
     grids = check_teacher(teacher, config)
     for r in range(1, len(grids)):
-        validate_config(round_config(config, grids, r))  # everything is checked before a directory is made
+        validate_config(round_config(config, grids, r, teacher.config.diffusion.objective))  # all before a directory is made
     teacher_net, _ = load_for_sampling(teacher.path, device="cpu")  # its weights checked against its config
     base = teacher.path.parent.parent.name  # the teacher's run
     run_dir = new_run_dir(config.runs_dir, config.name, f"{base}-distill", overwrite=overwrite)
@@ -108,7 +108,7 @@ def _start(teacher_path, given, out, overwrite, log, progress, stop) -> DistillR
         weights = teacher_net.model.state_dict()
         save_checkpoint(run_dir / "teacher", teacher.step, model_state=weights, ema_state=weights,
                         train_state={"step": teacher.step}, config=record, keep_last=1)
-        atomic_write_text(run_dir / "config.toml", to_toml(round_config(config, grids, 1)))
+        atomic_write_text(run_dir / "config.toml", to_toml(round_config(config, grids, 1, record.diffusion.objective)))
         log(f"distilling {teacher.path} ({len(grids[0])} DDIM steps) into {run_dir}: {len(grids) - 1} rounds to "
             f"{len(grids[-1])} steps, {config.distill.steps_per_round} optimizer steps each")
         _teacher_grid(run_dir, config, data, pick_device(config.train.device), log)
@@ -197,7 +197,7 @@ def _round(run_dir, config, grids, data, r, step, checkpoint, keep, device, dead
     """Round ``r`` from global ``step`` (``checkpoint``: the one to continue from mid-round);
     returns the step it stopped at (short of the round's end only at the ``deadline``)."""
     S, tc = config.distill.steps_per_round, config.train
-    rconfig = round_config(config, grids, r)
+    rconfig = round_config(config, grids, r, read_checkpoint(run_dir / "teacher").config.diffusion.objective)
     source = run_dir / "teacher" if r == 1 else run_dir / "checkpoints" / f"step_{(r - 1) * S:08d}"
     if not source.is_dir():
         raise CheckpointError(f"the teacher of round {r} ({source}) is missing; the run cannot continue")

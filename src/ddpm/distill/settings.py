@@ -2,8 +2,9 @@
 
 The student is a run like any other: the teacher's network (dropout off, as in the paper's code),
 data and schedule; its own objective (v by default, Salimans & Ho section 4: eps-prediction
-cannot recover x_0 from few steps at low SNR); ``[sample]`` = deterministic DDIM on its own
-trailing grid; ``[train]`` = the distillation's optimiser; ``[distill]`` = what made it.
+cannot recover x_0 from few steps at low SNR; with ``objective_from_steps`` the students of
+more steps keep the teacher's, and start as its exact copy); ``[sample]`` = deterministic DDIM
+on its own trailing grid; ``[train]`` = the distillation's optimiser; ``[distill]`` = what made it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ TRAIN_DEFAULTS = {
 }
 """[train] settings of a student unless given: the rest are the teacher's."""
 
-SETTABLE = ("to_steps", "rounds", "steps_per_round", "teacher_guidance", "student_objective", "distill_weighting",
+SETTABLE = ("to_steps", "rounds", "steps_per_round", "teacher_guidance", "student_objective", "objective_from_steps",
+            "distill_weighting",
             "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "seed", "device", "bf16",
             "max_minutes", "log_every", "sample_every", "save_every", "keep_last", "num_samples", "tensorboard",
             "data_dir", "cache_dir")
@@ -82,9 +84,10 @@ def student_base(teacher: Checkpoint, settings: Mapping[str, str]) -> RunConfig:
     check_choice("distillation weighting", dc.distill_weighting, WEIGHTINGS)
     if dc.steps_per_round < 1:
         raise ConfigError(f"--steps-per-round must be a positive integer; got {dc.steps_per_round}")
+    if dc.objective_from_steps < 0:
+        raise ConfigError(f"--objective-from-steps must be 0 (every round) or a number of steps; got {dc.objective_from_steps}")
     return replace(
         config,
-        diffusion=replace(config.diffusion, objective=dc.student_objective),
         train=replace(config.train, max_steps=dc.rounds * dc.steps_per_round),
         sample=SampleConfig(sampler="ddim", steps=dc.to_steps * 2 ** (dc.rounds - 1), eta=0.0, guidance_scale=1.0,
                             clip=tcfg.sample.clip, grid=GRID),
@@ -116,9 +119,16 @@ def check_teacher(teacher: Checkpoint, config: RunConfig) -> list[list[int]]:
     return grids
 
 
-def round_config(config: RunConfig, grids: list[list[int]], r: int) -> RunConfig:
-    """The student's configuration in round ``r`` (1-based): it samples on ``grids[r]``."""
-    return replace(config, sample=replace(config.sample, steps=len(grids[r])))
+def round_config(config: RunConfig, grids: list[list[int]], r: int, teacher_objective: str) -> RunConfig:
+    """The student's configuration in round ``r`` (1-based): it samples on ``grids[r]``, and
+    predicts what ``student_objective`` says, or, while its steps are more than
+    ``objective_from_steps``, what the first teacher predicts (a student that starts as an exact
+    copy; predicting the noise is well conditioned while the first step is short)."""
+    dc, steps = config.distill, len(grids[r])
+    switched = dc.objective_from_steps == 0 or steps <= dc.objective_from_steps
+    objective = dc.student_objective if switched else teacher_objective
+    return replace(config, diffusion=replace(config.diffusion, objective=objective),
+                   sample=replace(config.sample, steps=steps))
 
 
 def teacher_record(teacher: Checkpoint, config: RunConfig, grids: list[list[int]]) -> RunConfig:

@@ -47,8 +47,8 @@ class StepResult:
 class RoundTrainer:
     """The student's optimisation in one round; the settings come from ``config``'s [train]
     (batch_size, lr, weight_decay, warmup_steps, grad_clip, ema_decay, ema_warmup, seed),
-    [distill] (steps_per_round, student_objective, distill_weighting) and [data] (hflip,
-    class_conditional) sections. ``first_step`` is the round's first global step."""
+    [distill] (steps_per_round, distill_weighting), [diffusion] (objective: the student's) and
+    [data] (hflip, class_conditional) sections. ``first_step`` is the round's first global step."""
 
     def __init__(
         self,
@@ -110,7 +110,7 @@ class RoundTrainer:
                                     self.t_end[i], objective=self.teacher_objective,
                                     learned_variance=self.teacher_learned_variance)
             out = self.student(z, t) if labels is None else self.student(z, t, labels)
-            loss = student_loss(out, z, t, target, self.schedule, objective=dc.student_objective,
+            loss = student_loss(out, z, t, target, self.schedule, objective=self.config.diffusion.objective,
                                 weighting=dc.distill_weighting, learned_variance=self.learned_variance).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
