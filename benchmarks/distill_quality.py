@@ -1,9 +1,9 @@
 """Progressively distilled students against their teacher on MNIST.
 
-Distils ``--teacher`` into ``--student`` (``ddpm.distill.progressive_distillation``, timed; an
-existing student run is resumed or reused), then draws ``--num-samples`` images from every
-round's student and from the teacher's samplers (``--teacher-cells``), all from the same x_T,
-and measures
+Draws ``--num-samples`` images from every round's student of the ``--students`` runs (made by
+``ddpm distill``; a later run may continue an earlier one's chain, e.g. from its 4-step
+student) and from the teacher's samplers (``--teacher-cells``, plus the DDIM that the first
+distillation started from), all from the same x_T, and measures
 
 - the FID-style distance to the 10,000 MNIST test images in the feature space of the small MNIST
   classifier that ``ddpm eval`` trains once and caches (``--features classifier``, its default),
@@ -11,13 +11,18 @@ and measures
 - KID (unbiased) with its standard error,
 - classifier confidence: the fraction of images whose top class has probability >= 0.9 (a
   recognisable digit), and the mean top probability,
-- seconds per image.
+- the RMSE to the starting DDIM's images (how faithfully the chain reproduces its teacher),
+- seconds per image,
 
-    OMP_NUM_THREADS=1 python benchmarks/distill_quality.py --teacher /work/models/mnist-interim \\
-        --student runs/mnist-student --data-dir ../shared/data/mnist --num-samples 1000
+and reads each round's wall time from the runs' ``rounds.json``.
 
-Results go to ``<student>/distill_quality.json`` cell by cell (an interrupted run continues),
-sample grids beside it; the table is printed in markdown with the target's verdict.
+    ddpm distill --run /work/models/mnist-interim --to-steps 4 --rounds 3 --out runs/mnist-4
+    ddpm distill --run runs/mnist-4 --to-steps 1 --rounds 2 --out runs/mnist-1
+    OMP_NUM_THREADS=1 python benchmarks/distill_quality.py --students runs/mnist-4,runs/mnist-1 --num-samples 1000
+
+Results go to ``--out`` (default ``<first student>/distill_quality.json``) cell by cell (an
+interrupted run continues), sample grids beside it; the table is printed in markdown with the
+target's verdict.
 """
 
 from __future__ import annotations
@@ -30,13 +35,12 @@ from pathlib import Path
 import torch
 
 from ddpm.data import get_dataset
-from ddpm.distill import progressive_distillation
 from ddpm.eval import classifier_extractor, compute_statistics, frechet_distance, kernel_distance
 from ddpm.eval.report import EvalSettings, get_classifier
 from ddpm.fileio import atomic_write_text
 from ddpm.generate import load_for_sampling
 from ddpm.training.batches import derived_seed
-from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
+from ddpm.training.checkpoint import read_checkpoint
 from ddpm.viz import save_grid
 
 TARGET = (4, "ancestral@1000", 1.5)  # the student's steps, the reference cell, the largest ratio
@@ -67,35 +71,12 @@ def confidence(classifier, images: torch.Tensor) -> tuple[float, float]:
     return float((top >= 0.9).float().mean()), float(top.mean())
 
 
-def distil(args, log=print) -> dict:
-    """Run (or resume, or reuse) the distillation; its wall time in this process."""
-    student = Path(args.student)
-    began = time.monotonic()
-    settings = {"batch_size": str(args.batch_size), "lr": str(args.lr), "data_dir": args.data_dir,
-                "save_every": "500", "tensorboard": "false", "num_samples": "100"}
-    if (student / "teacher").is_dir():
-        result = progressive_distillation(resume=student, log=log, progress=False)
-    else:
-        result = progressive_distillation(args.teacher, args.to_steps, rounds=args.rounds,
-                                          steps_per_round=args.steps_per_round, out=student, settings=settings,
-                                          log=log, progress=False)
-    rounds = json.loads((student / "rounds.json").read_text(encoding="utf-8"))["rounds"]
-    return {"this_process_s": time.monotonic() - began, "rounds": rounds, "finished": result.finished,
-            "settings": vars(args)}
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", default="/work/models/mnist-interim")
-    p.add_argument("--student", default="runs/mnist-student")
-    p.add_argument("--data-dir", default="../shared/data/mnist")
+    p.add_argument("--students", required=True, help="comma-separated student runs, in the order of the chain")
+    p.add_argument("--out", default="", help="results file (default: <first student>/distill_quality.json)")
     p.add_argument("--cache-dir", default=None, help="ddpm eval's cache (default ~/.cache/torch-ddpm/eval)")
-    p.add_argument("--to-steps", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--steps-per-round", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--student-steps", default="8,4,2,1", help="the rounds' students to measure, by their steps")
+    p.add_argument("--student-steps", default="16,8,4,2,1", help="the rounds' students to measure, by their steps")
     p.add_argument("--teacher-cells", default="ddim@1,ddim@2,ddim@4,ddim@8,dpm++2m@20,dpm++2m-sde@50,ancestral@1000",
                    help="sampler@steps of the teacher (ddim on the trailing grid, the others on their own)")
     p.add_argument("--num-samples", type=int, default=1000)
@@ -105,7 +86,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    teacher_config = read_checkpoint(args.teacher).config
+    students = [Path(s) for s in args.students.split(",") if s]
+    teacher_run = students[0] / "teacher"  # the first teacher, as its distillation copied it
+    teacher_config = read_checkpoint(teacher_run).config
     classifier, accuracy = get_classifier(teacher_config, EvalSettings(cache_dir=args.cache_dir), torch.device("cpu"),
                                           print)
     classifier.eval()
@@ -115,21 +98,21 @@ def main(argv=None) -> None:
                        channels=d.channels, log=lambda m: None)
     mu_r, sigma_r, feats_r = compute_statistics(extractor, test.images.float() / 255)
 
-    student = Path(args.student)
-    out = student / "distill_quality"
-    path = student / "distill_quality.json"
+    path = Path(args.out) if args.out else students[0] / "distill_quality.json"
+    out = path.parent / "distill_quality"
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"cells": {}}
     save = lambda: atomic_write_text(path, json.dumps(results, indent=1) + "\n")  # noqa: E731
-    if not results.get("distillation", {}).get("finished"):
-        results["distillation"] = distil(args)
-        save()
-    teacher_run = student / "teacher"
+    results["distillation"] = [{"run": str(s), **json.loads((s / "rounds.json").read_text(encoding="utf-8")),
+                                "distill": read_checkpoint(s).meta["config"]["distill"]} for s in students]
+    save()
     x_T = None
-    start = read_checkpoint(teacher_run).config.sample.steps  # the DDIM that round 1 distils
+    start = teacher_config.sample.steps  # the DDIM that the first distillation started from
     todo = [("teacher", f"ddim@{start}")] + [("teacher", c) for c in args.teacher_cells.split(",") if c]
-    steps_wanted = [int(s) for s in args.student_steps.split(",") if s]
-    by_steps = {read_checkpoint(c).config.sample.steps: c for c in list_checkpoints(student)}
-    todo += [("student", f"ddim@{k}") for k in steps_wanted if k in by_steps]
+    by_steps = {}
+    for s in students:  # every round's student (kept as a checkpoint), by its steps
+        for e in json.loads((s / "rounds.json").read_text(encoding="utf-8"))["rounds"]:
+            by_steps[e["steps"]] = s / e["checkpoint"]
+    todo += [("student", f"ddim@{k}") for k in (int(v) for v in args.student_steps.split(",") if v) if k in by_steps]
     reference = None  # the images of the distillation's starting point, for the map error
     for who, cell in todo:
         key = f"{who} {cell}"
@@ -137,8 +120,7 @@ def main(argv=None) -> None:
             continue
         sampler, steps = cell.split("@")
         steps = int(steps)
-        source = teacher_run if who == "teacher" else by_steps[steps]
-        diffusion, ckpt = load_for_sampling(source, device="cpu")
+        diffusion, ckpt = load_for_sampling(teacher_run if who == "teacher" else by_steps[steps], device="cpu")
         if x_T is None:
             shape = (args.num_samples, diffusion.channels, *diffusion.image_size)
             x_T = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
@@ -172,11 +154,11 @@ def table(results: dict) -> str:
         lines.append(f"| {who} | {sampler if who == 'teacher' else 'ddim (distilled)'} | {steps} ({c['nfe']:.0f}) | "
                      f"{c['fid']:.3f} | {c['kid'] * 1e3:.2f} ± {c['kid_se'] * 1e3:.2f} | {c['confident']:.3f} | "
                      f"{c['mean_confidence']:.3f} | {c['rmse_vs_start']:.3f} | {c['s_per_image'] * 1e3:.1f} |")
-    d = results.get("distillation")
-    if d:
-        lines.append("")
+    for d in results.get("distillation", []):
         total = sum(e["seconds"] for e in d["rounds"])
-        lines.append(f"distillation: {len(d['rounds'])} rounds, {total:.0f} s wall time in total; per round: "
+        lines.append("")
+        lines.append(f"{d['run']}: {len(d['rounds'])} rounds of {d['distill']['steps_per_round']} steps, {total:.0f} s "
+                     "wall time; per round: "
                      + ", ".join(f"{e['teacher_steps']}->{e['steps']} {e['seconds']:.0f} s" for e in d["rounds"]))
     return "\n".join(lines)
 
