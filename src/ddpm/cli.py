@@ -39,13 +39,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"ddpm: error: {message}\n")
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--field-name`` per configuration field (see ddpm.config), its help from the field's ``opt``."""
+def add_config_options(parser: argparse.ArgumentParser, only: typing.Mapping[str, str] | None = None) -> None:
+    """One ``--field-name`` per configuration field (see ddpm.config), its help from the field's
+    ``opt``: those named in ``only`` (name -> help), or all but those of [distill], which
+    ``ddpm distill`` sets."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, (section, _field, tp) in field_index().items():
+        if (section == "distill") if only is None else (name not in only):
+            continue
         group = groups.setdefault(section or "run", parser.add_argument_group(f"[{section or 'run'}] settings"))
         flag = "--" + name.replace("_", "-")
-        text = option_help(name).replace("%", "%%")  # argparse %-formats help strings
+        text = (option_help(name) if only is None else only[name]).replace("%", "%%")  # argparse %-formats help strings
         if tp is bool:
             group.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=NOT_GIVEN,
                                help=text)
@@ -110,6 +114,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.is_main:
         print(f"samples: {result.run_dir / 'samples'}  checkpoints: {result.run_dir / 'checkpoints'}")
         print(f"draw new images with: ddpm sample --run {result.run_dir}")
+    return 0
+
+
+# ---- distill ----------------------------------------------------------------------------------
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import progressive_distillation
+    from .training.loop import TrainingInterrupted
+
+    try:
+        result = progressive_distillation(args.run, out=args.out, settings=config_overrides(args), resume=args.resume,
+                                          overwrite=args.overwrite, log=print, progress=None)
+    except TrainingInterrupted as stop:
+        print(f"ddpm: {stop}", file=sys.stderr)
+        return 130
+    for steps, path in sorted(result.students.items(), reverse=True):
+        print(f"{steps}-step student: {path}")
+    if result.finished:
+        print(f"draw images with: ddpm sample --run {result.run_dir}")
     return 0
 
 
@@ -361,6 +385,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
     add_config_options(train)
     train.set_defaults(handler=cmd_train)
+
+    from .distill.settings import option_helps
+
+    distill = sub.add_parser(
+        "distill",
+        help="progressive distillation: a student that samples in a few steps (Salimans & Ho 2022)",
+        description="Distil a trained run into a student that samples in --to-steps deterministic DDIM steps, "
+        "halving the teacher's to_steps * 2**rounds steps in each of --rounds rounds. The student is a run "
+        "directory (ddpm sample/eval/viz take it); every round's student is kept as a checkpoint.",
+    )
+    source = distill.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="TEACHER", help="the teacher: a run directory or checkpoint")
+    source.add_argument("--resume", metavar="RUN", help="continue a student's run exactly")
+    distill.add_argument("--out", metavar="DIR", help="the student's run directory (default: runs/<teacher>-distill-<time>)")
+    distill.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    add_config_options(distill, only=option_helps())
+    distill.set_defaults(handler=cmd_distill)
 
     sample = sub.add_parser("sample", help="draw images from a trained model",
                             description="Draw images from a trained run or checkpoint (EMA weights by default).")

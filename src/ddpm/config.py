@@ -1,7 +1,7 @@
 """Typed configuration: dataclasses loadable from TOML, with command-line overrides.
 
 A run's configuration has five sections, ``[model]``, ``[diffusion]``, ``[data]``, ``[train]``
-and ``[sample]``, plus a run ``name``. Every field name is unique across sections, so every
+and ``[sample]``, plus a run ``name``; a student made by ``ddpm distill`` also has ``[distill]``. Every field name is unique across sections, so every
 field is also a flat command-line option (``--max-steps 2000``, ``--dim-mults 1,2,4``).
 """
 
@@ -60,6 +60,12 @@ def _loss_types() -> Sequence[str]:
     from .losses import LOSS_TYPES
 
     return LOSS_TYPES
+
+
+def _weightings() -> Sequence[str]:
+    from .distill.target import WEIGHTINGS
+
+    return WEIGHTINGS
 
 
 def _datasets() -> Sequence[str]:
@@ -200,6 +206,20 @@ class SampleConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Progressive distillation (see :mod:`ddpm.distill`): what made a student run; empty otherwise."""
+
+    teacher: str = opt("", "the teacher's checkpoint directory, filled in by ddpm distill; empty: not a distilled student")
+    to_steps: int = opt(4, "sampling steps of the final student")
+    rounds: int = opt(5, "halvings: the first teacher's DDIM takes to_steps x 2^rounds steps")
+    steps_per_round: int = opt(2000, "optimizer steps per halving")
+    teacher_guidance: float = opt(1.0, "classifier-free guidance of the teacher's targets (class-conditional teachers; 1: none)")
+    student_objective: str = opt("pred_v", "what the students predict (pred_v as the paper recommends, pred_x0, or pred_noise)", choices=_objectives)
+    objective_from_steps: int = opt(0, "students of more steps than this keep the teacher's objective; 0: all use student_objective")
+    distill_weighting: str = opt("truncated-snr", "the x0 loss weight: truncated-snr (max(SNR, 1)) or snr+1", choices=_weightings)
+
+
+@dataclass
 class RunConfig:
     name: str = opt("", "the run directory's name; empty: generated from the data set and the time")
     runs_dir: str = opt("runs", "the folder that holds run directories")
@@ -208,9 +228,10 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
-SECTIONS = ("model", "diffusion", "data", "train", "sample")
+SECTIONS = ("model", "diffusion", "data", "train", "sample", "distill")
 
 
 # ---- field access --------------------------------------------------------------------------
@@ -393,6 +414,8 @@ def to_toml(config: RunConfig) -> str:
     d = to_dict(config)
     lines = [f"name = {_toml_value(d['name'])}", f"runs_dir = {_toml_value(d['runs_dir'])}"]
     for s in SECTIONS:
+        if s == "distill" and config.distill == DistillConfig():
+            continue  # only a distilled student has one
         lines.append(f"\n[{s}]")
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in d[s].items())
     return "\n".join(lines) + "\n"
@@ -439,6 +462,7 @@ __all__ = [
     "AUTO",
     "DataConfig",
     "DiffusionConfig",
+    "DistillConfig",
     "ModelConfig",
     "RunConfig",
     "SampleConfig",

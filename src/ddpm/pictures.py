@@ -148,7 +148,7 @@ def interpolation_picture(
     *,
     rows: int = 4,
     columns: int = 10,
-    steps: int = 50,
+    steps: int | None = None,
     classes: Sequence[int] | None = None,
     seed: int = 0,
     device: str = "auto",
@@ -156,8 +156,14 @@ def interpolation_picture(
 ) -> Path:
     """Each row: two random noise images and ``columns`` points on the great circle between them
     (slerp), every one decoded by deterministic DDIM (eta = 0), so the row morphs smoothly.
-    ``steps`` 0 is ddim's default (``DEFAULT_STEPS``)."""
+    ``steps`` 0 (or None) is ddim's default (``DEFAULT_STEPS``); a distilled student decodes on
+    its own DDIM steps and grid, the only timesteps it knows."""
     diffusion, ckpt = load_for_sampling(run, device=device)
+    own = ckpt.config.sample
+    student = bool(ckpt.config.distill.teacher)
+    grid = own.grid if student else ""
+    if not steps:
+        steps = own.steps if student else 0
     if rows < 1 or columns < 2:
         raise ConfigError(f"need at least one row and two columns; got {rows} and {columns}")
     g = torch.Generator().manual_seed(derived_seed(seed, 4))
@@ -166,10 +172,9 @@ def interpolation_picture(
     noise = torch.cat([slerp(torch.randn(shape, generator=g), torch.randn(shape, generator=g), weights) for _ in range(rows)])
     labels = _labels_for(diffusion, rows, classes)
     labels = [c for c in labels for _ in range(columns)] if labels is not None else None
-    steps, grid = resolved_steps_and_grid(replace(ckpt.config.sample, sampler="ddim", steps=steps, grid=""),
-                                           diffusion.num_timesteps)
+    steps, grid = resolved_steps_and_grid(replace(own, sampler="ddim", steps=steps, grid=grid), diffusion.num_timesteps)
     log(f"decoding {len(noise)} images from {ckpt.path} with ddim, {steps} steps on the {grid} grid")
-    images = diffusion.sample(len(noise), sampler="ddim", steps=steps, eta=0.0, noise=noise, classes=labels)
+    images = diffusion.sample(len(noise), sampler="ddim", steps=steps, eta=0.0, grid=grid, noise=noise, classes=labels)
     return save_grid(images.float().cpu(), out, nrow=columns)
 
 

@@ -131,8 +131,10 @@ def save_checkpoint(
     train_state: dict[str, Any],
     config: RunConfig,
     keep_last: int = 3,
+    keep_steps: frozenset[int] | set[int] = frozenset(),
 ) -> Path:
-    """Write checkpoint ``step`` of a run atomically and prune older ones; returns its directory."""
+    """Write checkpoint ``step`` of a run atomically and prune older ones, except those of
+    ``keep_steps`` (a distillation keeps the student of every round); returns its directory."""
     if not _finite(model_state) or not _finite(ema_state):
         raise CheckpointError(f"refusing to write checkpoint {step}: the weights hold NaN or Inf values")
     root = Path(run_dir) / "checkpoints"
@@ -164,6 +166,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for stale in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        if int(_STEP_DIR.match(stale.name).group(1)) in keep_steps:
+            continue
         # hide it first: a crash during the deletion must not leave a gutted step_ directory
         doomed = root / f".del-{stale.name}-{os.getpid()}"
         os.rename(stale, doomed)

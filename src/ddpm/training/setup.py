@@ -75,10 +75,16 @@ def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None
     return data, replace(config, data=d)
 
 
-def check_resume(saved: RunConfig, wanted: RunConfig, checkpoint: Checkpoint) -> None:
-    """Only run-time settings may change on resume; the model, the process and the data must
-    not; and the run must continue from its latest checkpoint."""
-    for section in ("model", "diffusion", "data"):
+def check_resume(saved: RunConfig, wanted: RunConfig, checkpoint: Checkpoint,
+                 sections: tuple[str, ...] = ("model", "diffusion", "data")) -> None:
+    """Only run-time settings may change on resume; the model, the process and the data (the
+    ``sections``) must not; and the run must continue from its latest checkpoint."""
+    if saved.distill.teacher and "distill" not in sections:  # ddpm train on a student
+        raise CheckpointError(
+            f"{checkpoint.path} belongs to a student distilled from {saved.distill.teacher}; continue it with "
+            f"ddpm distill --resume {checkpoint.path.parent.parent}"
+        )
+    for section in sections:
         a, b = getattr(saved, section), getattr(wanted, section)
         for name in a.__dataclass_fields__:
             if getattr(a, name) != getattr(b, name) and (section, name) not in RESUME_MAY_CHANGE:
