@@ -345,3 +345,50 @@ def test_bad_uploads(client, monkeypatch):
 
     assert error_of(client.post("/api/runs/plain/images", content=chunks()), 413).startswith(
         "the upload is more than this server's limit of 20000 bytes")
+
+
+@pytest.fixture(scope="module")
+def text_client(tmp_path_factory):
+    """A tiny text-conditional run (the built-in encoder) whose own [sample] guidance is 3."""
+    root = tmp_path_factory.mktemp("text-runs")
+    train(apply_overrides(RunConfig(), {**TINY, "timesteps": "20", "text_conditional": "true", "text_encoder": "builtin",
+                                        "builtin_text_dim": "8", "builtin_text_layers": "0", "guidance_scale": "3",
+                                        "runs_dir": str(root), "name": "words"}), log=lambda m: None, progress=False)
+    app = build_app(Catalog(root, device="cpu", log=lambda m: None), frame_interval=0.0, max_images=32)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        yield c, root
+
+
+def test_the_prompt_box_draws_what_ddpm_sample_draws(text_client, tmp_path, monkeypatch):
+    from ddpm.serve import work
+
+    client, root = text_client
+    (run,) = client.get("/api/runs").json()["runs"]
+    assert run["conditioning"] == "text" and run["num_classes"] is None
+    seen = []
+
+    def recording(*args, **kw):
+        seen.append((kw.get("prompts"), kw["sample"].guidance_scale))
+        return real(*args, **kw)
+
+    real = work.generate
+    monkeypatch.setattr(work, "generate", recording)
+    done = generate(client, "words", sampler="ddim", steps=3, seed=2, n=3, prompt="  a handwritten seven ")[-1][1]
+    assert done["prompt"] == "a handwritten seven"
+    assert seen == [(["a handwritten seven"] * 3, 3.0)]  # the prompt of every image, the run's own guidance
+    out = sample_to_directory(root / "words", out=tmp_path / "cli", num=3, seed=2, sampler="ddim", steps=3,
+                              prompts=["a handwritten seven"], device="cpu", log=lambda m: None)
+    for i, url in enumerate(done["images"]):
+        with Image.open(out / f"{i:05d}_prompt0.png") as im:
+            assert np.array_equal(decode_png(url), np.asarray(im))  # the run's guidance 3, as ddpm sample uses it
+    # no prompt: unconditional images (the null caption), as ddpm sample draws them
+    plain = generate(client, "words", sampler="ddim", steps=3, seed=2, n=3)[-1][1]
+    out = sample_to_directory(root / "words", out=tmp_path / "plain", num=3, seed=2, sampler="ddim", steps=3,
+                              device="cpu", log=lambda m: None)
+    with Image.open(out / "00000.png") as im:
+        assert plain["prompt"] is None and np.array_equal(decode_png(plain["images"][0]), np.asarray(im))
+    assert seen[-1] == (None, 1.0)
+    response = client.post("/api/runs/words/generate", json={"guidance_scale": 2.0})
+    assert "guidance_scale needs a prompt on a text-conditional run" in error_of(response, 400)
+    events = generate(client, "words", prompt="a seven " * 50)  # too long: the library's sentence, as an error event
+    assert events[-1][0] == "error" and "has 100 tokens, more than the 77" in events[-1][1]["message"], events[-1]

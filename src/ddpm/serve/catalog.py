@@ -44,8 +44,10 @@ class TooLarge(DDPMError):
 
 
 def conditioning_of(config: RunConfig) -> str:
-    """``"class"`` or ``"none"``: what the run's model is conditioned on (the page shows a class
-    picker for ``"class"``). Text-conditional runs will answer ``"text"`` (a prompt box)."""
+    """``"class"``, ``"text"`` or ``"none"``: what the run's model is conditioned on (the page
+    shows a class picker for ``"class"`` and a prompt box for ``"text"``)."""
+    if config.data.text_conditional:
+        return "text"
     return "class" if config.data.class_conditional and config.data.num_classes else "none"
 
 

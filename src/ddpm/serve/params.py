@@ -85,6 +85,16 @@ def parse_generate(body: Any, run: RunInfo, max_images: int) -> GenerateRequest:
     for name in ("eta", "guidance_scale"):
         if body.get(name) is not None:
             given[name] = number(name, body[name])
+    prompt = body.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise ConfigError(f"prompt must be a string; got {prompt!r}")
+    prompt = prompt.strip() if prompt else None
+    if prompt and run.conditioning != "text":
+        raise ConfigError(f"run {run.name!r} is not text-conditional, so it takes no prompt; leave the prompt empty")
+    if run.conditioning == "text" and not prompt:  # as ddpm sample: no prompt draws unconditional images
+        if given.get("guidance_scale", 1.0) != 1.0:
+            raise ConfigError("guidance_scale needs a prompt on a text-conditional run; give a prompt or set guidance to 1")
+        given["guidance_scale"] = 1.0
     settings = replace(run.config.sample, **given)
     guided = run.conditioning != "none"  # classifier-free guidance needs a condition to guide by
     if settings.guidance_scale != 1.0 and not guided:
@@ -102,12 +112,6 @@ def parse_generate(body: Any, run: RunInfo, max_images: int) -> GenerateRequest:
         labels = class_layout(n, run.num_classes, classes)
     elif cls is not None:
         raise ConfigError(f"run {run.name!r} is not class-conditional, so it takes no class; leave the class out")
-    prompt = body.get("prompt")
-    if prompt is not None and not isinstance(prompt, str):
-        raise ConfigError(f"prompt must be a string; got {prompt!r}")
-    prompt = prompt.strip() if prompt else None
-    if prompt and run.conditioning != "text":
-        raise ConfigError(f"run {run.name!r} is not text-conditional, so it takes no prompt; leave the prompt empty")
     # the sampler visits this many distinct timesteps (what its callback will count)
     visited = len(get_timesteps(grid, run.schedule, steps))
     return GenerateRequest(settings=settings, steps=visited, seed=seed, n=n, labels=labels, prompt=prompt)

@@ -22,6 +22,7 @@ from ..data import ImageDataset
 from ..diffusion import q_sample
 from ..facade import unnormalize
 from ..generate import generate
+from ..text.base import check_prompts
 from ..viz import make_grid
 from .catalog import Catalog, RunInfo
 from .jobs import Job, Work
@@ -47,6 +48,9 @@ def generation(catalog: Catalog, run: RunInfo, req: GenerateRequest, frame_inter
     def work(job: Job) -> dict[str, Any]:
         diffusion = catalog.model(run)
         job.check()  # loading can take a while; the client may have left meanwhile
+        prompts = None
+        if req.prompt is not None:  # checked as ddpm sample checks it (length, tokens) before drawing
+            prompts = check_prompts([req.prompt], diffusion.text_encoder) * req.n
         batches = math.ceil(req.n / BATCH_SIZE)
         total = req.steps * batches
         job.emit("start", {"job": job.id, "total": total, "n": req.n, "steps": req.steps, "batches": batches,
@@ -63,11 +67,12 @@ def generation(catalog: Catalog, run: RunInfo, req: GenerateRequest, frame_inter
                                   "x_t": png_url(unnormalize(x)), "x0": png_url(unnormalize(x0))})
 
         images = generate(diffusion, req.n, batch_size=BATCH_SIZE, sample=req.settings, seed=req.seed,
-                          labels=req.labels, on_step=on_step)
+                          labels=req.labels, on_step=on_step, prompts=prompts)
         return {
             "images": [png_url(image[None]) for image in images],
             "grid": png_url(images),
             "labels": req.labels,
+            "prompt": req.prompt,
             "seed": req.seed,
             "sampler": req.settings.sampler,
             "steps": req.steps,
