@@ -240,3 +240,65 @@ def test_page_in_a_browser(sync_playwright, server, tmp_path):
         finally:
             context.close()
     assert problems == []
+
+
+def test_inpaint_in_a_browser(sync_playwright, server, runs, tmp_path):
+    """Paint on the canvas with the mouse, then the bottom half: RePaint fills what was painted, the
+    rest of the image stays exactly, and the completions are ddpm inpaint's for the same settings."""
+    from ddpm.editing import inpaint_to_directory
+
+    address, _ = server
+    problems = []
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 900})
+        try:
+            page = context.new_page()
+            page.on("pageerror", lambda err: problems.append(str(err)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(address)
+            page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+            page.select_option("#run", "cc")
+            page.click("#tabs button[data-panel=inpaint]")
+            page.wait_for_selector("#panel-inpaint[data-image='train:0']", timeout=30_000)
+            assert page.locator("#inpaint-row-class").is_visible() and page.is_disabled("#inpaint")
+            original = decode_png(page.get_attribute("#inpaint-images img.chosen", "src"))
+
+            # a stroke across the top-left quarter of the canvas
+            box = page.locator("#mask-canvas").bounding_box()
+            page.fill("#brush", "1")
+            page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.1, steps=8)
+            page.mouse.up()
+            painted = int(page.get_attribute("#panel-inpaint", "data-painted"))
+            assert 0 < painted < 16, painted
+            for selector, value in (("#inpaint-steps", "6"), ("#jump-length", "2"), ("#jump-n-sample", "2"),
+                                    ("#inpaint-n", "3"), ("#inpaint-seed", "4")):
+                page.fill(selector, value)
+            page.click("#inpaint")
+            page.wait_for_selector("#panel-inpaint[data-state=done]", timeout=60_000)
+            stroke = [decode_png(img.get_attribute("src")) for img in page.locator("#inpaint-results-images img").all()]
+            assert len(stroke) == 3
+            changed = (stroke[0] != original)
+            assert changed.sum() <= painted and not changed[4:].any()  # only painted pixels (top rows) may change
+
+            # the bottom half: the same completions as ddpm inpaint --box 0,4,8,8
+            page.click("#mask-bottom")
+            assert page.get_attribute("#panel-inpaint", "data-painted") == "32"
+            page.click("#inpaint")
+            page.wait_for_selector("#panel-inpaint[data-state=done] #inpaint-results:not([hidden])", timeout=60_000)
+            page.wait_for_selector("#inpaint-progress-text:has-text('3 completions')", timeout=60_000)
+            got = [decode_png(img.get_attribute("src")) for img in page.locator("#inpaint-results-images img").all()]
+            Image.fromarray(original).save(tmp_path / "in.png")
+            out = inpaint_to_directory(runs / "cc", tmp_path / "in.png", box="0,4,8,8", out=tmp_path / "cli", num=3,
+                                       seed=4, steps=6, jump_length=2, jump_n_sample=2, device="cpu", log=lambda m: None)
+            for i, image in enumerate(got):
+                with Image.open(out / f"{i:05d}.png") as im:
+                    assert np.array_equal(image, np.asarray(im))
+                assert np.array_equal(image[:4], original[:4])
+            page.screenshot(path=str(tmp_path / "inpaint.png"), full_page=True)
+        finally:
+            context.close()
+    assert problems == []

@@ -214,7 +214,7 @@ def inpaint_to_directory(
     repaint_schedule(steps, jump_length, jump_n_sample)
     get_timesteps(grid, diffusion.schedule, steps)
     labels = _condition(diffusion, num, classes, prompt, guidance_scale)
-    batches = list(_batches(num, batch_size))
+    list(_batches(num, batch_size))  # --n and --batch-size checked before the directory is made
     out = _output_dir(out, ckpt, "inpaint", seed, overwrite)
     record = edit_record(ckpt, "inpaint", image=str(image), num_images=num, seed=seed, batch_size=batch_size,
                          use_ema=use_ema, steps=steps, grid=grid, clip=clip, classes=classes, guidance_scale=guidance_scale,
@@ -222,16 +222,47 @@ def inpaint_to_directory(
                          jump_n_sample=jump_n_sample, model_evaluations=model_evaluations(steps, jump_length, jump_n_sample),
                          prompt=prompt)
     log(f"inpainting {image} {num} times with {ckpt.path} ({record['weights']} weights): {describe(record)} ({diffusion.device})")
+    results = inpaint_images(diffusion, picture, keep, num=num, batch_size=batch_size, seed=seed, steps=steps,
+                             jump_length=jump_length, jump_n_sample=jump_n_sample, grid=grid, clip=clip, labels=labels,
+                             guidance_scale=guidance_scale, prompt=prompt, on_batch=lambda done, n: log(f"  {done}/{n}"))
+    _write(out, picture, results, keep, record)
+    return out
+
+
+def inpaint_images(
+    diffusion,
+    picture: Tensor,
+    keep: Tensor,
+    *,
+    num: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    steps: int,
+    jump_length: int = DEFAULT_JUMP_LENGTH,
+    jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE,
+    grid: str = DEFAULT_GRID,
+    clip: str | None = None,
+    labels: Sequence[int] | None = None,
+    guidance_scale: float = 1.0,
+    prompt: str | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int, Tensor, Tensor], None] | None = None,
+) -> Tensor:
+    """``num`` RePaint completions [num, C, H, W] in [0, 1] of ``picture`` [1, C, H, W] where ``keep``
+    is False, in batches of ``batch_size``, batch ``i`` drawn with a generator seeded from (seed, i):
+    what ``ddpm inpaint`` writes and ``ddpm serve`` shows for the same settings. ``on_step(batch, i,
+    x_t, pred_x0)`` sees every model step (tensors in [-1, 1]); ``on_batch(done, num)`` each batch."""
     results = []
-    for i, start, n in batches:
+    for i, start, n in _batches(num, batch_size):
         g = torch.Generator(device=diffusion.device).manual_seed(derived_seed(seed, 5, i))
+        step_fn = None if on_step is None else (lambda j, x, x0, b=i: on_step(b, j, x, x0))
         results.append(diffusion.inpaint(
             picture.expand(n, -1, -1, -1), keep, steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample,
-            grid=grid, clip=clip, classes=None if labels is None else labels[start : start + n],
-            guidance_scale=guidance_scale, prompts=prompt, generator=g).float().cpu())
-        log(f"  {start + n}/{num}")
-    _write(out, picture, torch.cat(results), keep, record)
-    return out
+            grid=grid, clip=clip, classes=None if labels is None else list(labels[start : start + n]),
+            guidance_scale=guidance_scale, prompts=prompt, generator=g, callback=step_fn).float().cpu())
+        if on_batch is not None:
+            on_batch(start + n, num)
+    return torch.cat(results)
 
 
 def img2img_to_directory(
@@ -302,4 +333,4 @@ def img2img_to_directory(
     return out
 
 
-__all__ = ["box_mask", "check_keep_mask", "img2img_to_directory", "inpaint_to_directory", "read_image", "read_mask"]
+__all__ = ["box_mask", "check_keep_mask", "img2img_to_directory", "inpaint_images", "inpaint_to_directory", "read_image", "read_mask"]

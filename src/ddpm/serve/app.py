@@ -13,6 +13,8 @@ read, 413 for an upload over the limit and 429 when a model's queue is full):
 - ``GET /api/runs/{name}/forward?image=train:3&t=500&seed=0``: x_0, noise, x_t, alpha_bar, SNR.
 - ``POST /api/runs/{name}/generate`` (JSON settings): a server-sent event stream ``queued``,
   ``start``, ``step``... then ``done`` (the images), ``cancelled`` or ``error``.
+- ``POST /api/runs/{name}/inpaint`` (JSON: image, mask or box, RePaint's settings): the same
+  kind of stream, ending with the completions (RePaint, as ``ddpm inpaint``).
 - ``GET /api/jobs``, ``DELETE /api/jobs/{id}``: the queues; cancel a job.
 """
 
@@ -36,8 +38,8 @@ from ..errors import ConfigError, DDPMError
 from ..sampling import DEFAULT_GRIDS, DEFAULT_STEPS, SAMPLERS
 from .catalog import Catalog, NotFound, TooLarge
 from .jobs import TERMINAL, Job, JobManager, QueueFull
-from .params import integer, parse_forward, parse_generate
-from .work import forward_view, generation, png_url, schedule_view, thumbnails
+from .params import integer, parse_forward, parse_generate, parse_inpaint
+from .work import forward_view, generation, inpainting, png_url, schedule_view, thumbnails
 
 STATIC = Path(__file__).parent / "static"
 JSON_LIMIT = 64 * 1024
@@ -196,6 +198,13 @@ def build_app(
         job = jobs.submit(run.name, generation(catalog, run, req, frame_interval))
         return JobStream(job, jobs, heartbeat)
 
+    async def inpaint(request: Request):
+        run = await run_of(request)
+        req = parse_inpaint(await read_json(request), run, max_images)
+        await asyncio.to_thread(catalog.image, run, req.image)  # an unknown image: its answer now, not in the stream
+        job = jobs.submit(run.name, inpainting(catalog, run, req, frame_interval))
+        return JobStream(job, jobs, heartbeat)
+
     async def job_list(request: Request):
         return JSONResponse(jobs.status(), headers=NO_STORE)
 
@@ -225,6 +234,7 @@ def build_app(
         Route("/api/runs/{name}/images", upload, methods=["POST"]),
         Route("/api/runs/{name}/forward", forward),
         Route("/api/runs/{name}/generate", generate, methods=["POST"]),
+        Route("/api/runs/{name}/inpaint", inpaint, methods=["POST"]),
         Route("/api/jobs", job_list),
         Route("/api/jobs/{job}", cancel, methods=["DELETE"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -26,7 +26,7 @@ from ..text.base import check_prompts
 from ..viz import make_grid
 from .catalog import Catalog, RunInfo
 from .jobs import Job, Work
-from .params import ForwardRequest, GenerateRequest
+from .params import ForwardRequest, GenerateRequest, InpaintRequest
 
 BATCH_SIZE = 64
 """Images per sampler batch: ``ddpm sample``'s default, so the same seed gives the same images."""
@@ -76,6 +76,55 @@ def generation(catalog: Catalog, run: RunInfo, req: GenerateRequest, frame_inter
             "seed": req.seed,
             "sampler": req.settings.sampler,
             "steps": req.steps,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
+    return work
+
+
+def inpainting(catalog: Catalog, run: RunInfo, req: InpaintRequest, frame_interval: float = 0.1) -> Work:
+    """The job that fills ``req``'s region of its image (RePaint), emitting ``start``, ``step``
+    events (x_t and predicted x_0 at most every ``frame_interval`` seconds, and the last step of
+    each batch) and returning the completions for ``done``: the images ``ddpm inpaint`` writes
+    for the same settings (:func:`ddpm.editing.inpaint_images`, the same batches and seeds)."""
+    from ..editing import inpaint_images
+    from ..sampling.inpaint import DEFAULT_GRID
+
+    def work(job: Job) -> dict[str, Any]:
+        data, index = catalog.image(run, req.image)
+        picture = data.images[index : index + 1].float().div(255.0)  # [1, C, H, W] in [0, 1], as ddpm inpaint reads a PNG
+        diffusion = catalog.model(run)
+        job.check()
+        if req.prompt is not None:
+            check_prompts([req.prompt], diffusion.text_encoder)
+        batches = math.ceil(req.n / BATCH_SIZE)
+        total = req.evaluations * batches
+        job.emit("start", {"job": job.id, "total": total, "n": req.n, "steps": req.evaluations, "batches": batches,
+                           "sampler": "repaint", "device": str(diffusion.device)})
+        last = [-math.inf]
+        started = time.monotonic()
+
+        def on_step(batch: int, i: int, x: Tensor, x0: Tensor) -> None:
+            job.check()
+            now = time.monotonic()
+            if now - last[0] >= frame_interval or i == req.evaluations - 1:
+                last[0] = now
+                job.emit("step", {"done": batch * req.evaluations + i + 1, "total": total, "batch": batch,
+                                  "x_t": png_url(unnormalize(x)), "x0": png_url(unnormalize(x0))})
+
+        images = inpaint_images(diffusion, picture, req.keep, num=req.n, batch_size=BATCH_SIZE, seed=req.seed,
+                                steps=req.steps, jump_length=req.jump_length, jump_n_sample=req.jump_n_sample,
+                                grid=DEFAULT_GRID, clip=req.clip, labels=req.labels, guidance_scale=req.guidance_scale,
+                                prompt=req.prompt, on_step=on_step)
+        return {
+            "images": [png_url(image[None]) for image in images],
+            "grid": png_url(images),
+            "input": png_url(picture),
+            "labels": req.labels,
+            "prompt": req.prompt,
+            "seed": req.seed,
+            "sampler": "repaint",
+            "steps": req.evaluations,
             "seconds": round(time.monotonic() - started, 3),
         }
 

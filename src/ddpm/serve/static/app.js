@@ -3,8 +3,9 @@
 import { getJSON } from "./api.js";
 import * as generate from "./generate.js";
 import * as forward from "./forward.js";
+import * as inpaint from "./inpaint.js";
 
-const panels = { generate, forward };
+const panels = { generate, forward, inpaint };
 const $ = (id) => document.getElementById(id);
 
 function describe(run) {
