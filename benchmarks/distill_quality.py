@@ -16,7 +16,7 @@ distillation started from), all from the same x_T, and measures
 
 and reads each round's wall time from the runs' ``rounds.json``.
 
-    ddpm distill --run /work/models/mnist-interim --to-steps 4 --rounds 3 --out runs/mnist-4
+    ddpm distill --run runs/mnist --to-steps 4 --rounds 3 --out runs/mnist-4
     ddpm distill --run runs/mnist-4 --to-steps 1 --rounds 2 --out runs/mnist-1
     OMP_NUM_THREADS=1 python benchmarks/distill_quality.py --students runs/mnist-4,runs/mnist-1 --num-samples 1000
 

@@ -14,8 +14,7 @@ length 10, 10 resamplings: 2,410 model evaluations per image) runs on the first
 ``--paper-images`` digits only, the others on ``--num-images``; the table gives each row on its
 own images and on the first ``--paper-images`` (the same for every row).
 
-    OMP_NUM_THREADS=2 python benchmarks/inpaint_quality.py --run /work/models/mnist-recipe \\
-        --data-dir /work/shared/data/mnist
+    OMP_NUM_THREADS=1 python benchmarks/inpaint_quality.py --run runs/mnist --data-dir ../shared/data/mnist
 
 Results go to ``<out-dir>/results.json`` row by row (an interrupted run continues where it
 stopped), with a grid of the first 16 completions of each row beside it.
@@ -51,11 +50,6 @@ ROWS = {
     "replacement, 50 levels": (50, "uniform", 5, 1),
 }
 PAPER = ("RePaint 250 / 10 / 10 (paper)", "RePaint 250 / 10 / 10, quadratic grid")
-
-
-def default_run() -> str:
-    recipe = Path("/work/models/mnist-recipe")
-    return str(recipe) if Path(str(recipe) + ".READY").exists() else "/work/models/mnist-interim"
 
 
 def half_keep(size: int = 28) -> torch.Tensor:
@@ -100,8 +94,8 @@ def summary(cell: dict, n: int | None = None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", default=default_run(), help="a trained MNIST run (default: mnist-recipe if READY, else mnist-interim)")
-    parser.add_argument("--data-dir", default="/work/shared/data/mnist")
+    parser.add_argument("--run", default="runs/mnist", help="a trained MNIST run (configs/mnist.toml)")
+    parser.add_argument("--data-dir", default="../shared/data/mnist")
     parser.add_argument("--num-images", type=int, default=160)
     parser.add_argument("--paper-images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=160)

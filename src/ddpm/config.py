@@ -174,7 +174,7 @@ class TrainConfig:
     grad_accum: int = opt(1, "batches of --batch-size accumulated per optimizer step (a larger effective batch in the memory of one)")
     ema_decay: float = opt(0.995, "decay of the exponential moving average of the weights that sampling uses, in [0, 1)")
     ema_warmup: bool = opt(True, "start the EMA decay low and let it rise, so early EMA weights are not stuck at the initial ones")
-    max_steps: int = opt(700, "the run's total optimizer steps, resumes included (at least 1)")
+    max_steps: int = opt(450, "the run's total optimizer steps, resumes included (at least 1)")
     max_minutes: float = opt(0.0, "stop (with a checkpoint) after this many minutes of training; 0: no time limit")
     seed: int = opt(0, "the seed of the weights, batch order and noise; the same seed gives the same run")
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
