@@ -109,6 +109,10 @@ def curve(args) -> None:
         config = replace(config, data=replace(config.data, data_dir=str(Path(args.data_dir).resolve())))
     scorer = Scorer(config, args.cache_dir)
     results["classifier_test_accuracy"] = scorer.accuracy
+    if "real_confident" not in results:  # the reference: the held-out real images, scored alike
+        real = _load_split(config, "test", print)
+        results["real_confident"] = confident_fraction(scorer.classifier, real.images.float() / 255.0)
+    print(f"held-out real images: confident {results['real_confident']:.3f} (classifier test accuracy {scorer.accuracy:.4f})")
     elapsed = elapsed_at(run)
     torch.set_num_threads(args.threads)
     for ckpt_path in checkpoints:
@@ -128,7 +132,7 @@ def curve(args) -> None:
             images = generate(diffusion, args.num_samples, batch_size=250, sample=sample, seed=args.seed)
             cell = scorer(images)
             cell.update(step=ckpt.step, sampler=name, steps=steps, num_samples=args.num_samples,
-                        images_seen=ckpt.step * config.train.batch_size * config.train.grad_accum,
+                        images_seen=ckpt.step * config.train.batch_size * config.train.grad_accum * args.processes,
                         train_s=elapsed.get(ckpt.step), sample_s_per_image=(time.monotonic() - began) / args.num_samples)
             save_grid(images[:64], run / "quality_curve" / f"step{ckpt.step:08d}-{name}-{steps}.png")
             results["cells"][key] = cell
@@ -196,6 +200,7 @@ def main() -> None:
     p.add_argument("--data-dir", help="where the data set's files are (for the classifier and the held-out split)")
     p.add_argument("--cache-dir", help="classifier and statistics cache (default: ddpm eval's)")
     p.add_argument("--images-per-s", type=float, help="uncontended throughput, for the min@R column")
+    p.add_argument("--processes", type=int, default=1, help="the run's torchrun processes (its global batch is batch_size x this)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--calibrate", metavar="CONFIG", help="measure a config's training images/s instead")
     p.add_argument("--calibrate-steps", type=int, default=400)

@@ -94,7 +94,7 @@ def truncated_mnist(tmp_path):
          "train-images-idx3-ubyte.gz is truncated: its header claims 7840 bytes of data (10x28x28) but only 100 are present"),
         (["train", "--dataset", "mnist", "--data-dir", "{badmagic}"],
          "train-images-idx3-ubyte is not an IDX file: it does not start with the IDX magic bytes 00 00"),
-        (["train", "--image-size", "9"], "image size 9x9 cannot be halved 1 time"),
+        (["train", "--image-size", "9"], "image size 9x9 cannot be halved 2 times by this Unet (3 levels in dim_mults)"),
         (["train", "--max-steps", "many"], "--max-steps must be an integer; got 'many'"),
         (["train", "--device", "cuda:7"], "device 'cuda:7' was asked for but PyTorch sees no CUDA GPU"),
         (["sample", "--run", "{tmp}/model.pt"], "is not a torch-ddpm checkpoint"),
