@@ -17,6 +17,7 @@ from ddpm.training.loop import train
 from ddpm.training.source import PlanBatches, StreamingSource, default_workers
 
 TINY = {
+    "dataset": "digits",
     "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "4",
     "log_every": "2", "sample_every": "0", "save_every": "4", "num_samples": "4", "sampler": "ddim", "steps": "4",
     "warmup_steps": "2", "tensorboard": "false", "image_size": "8", "hflip": "true",

@@ -118,8 +118,10 @@ class StreamingSource:
             try:
                 images, labels, notes = next(self._iter)
                 break
-            except RuntimeError as err:
-                if "exited unexpectedly" not in str(err):
+            except (RuntimeError, ConnectionError, EOFError) as err:
+                # a worker's death shows as DataLoader's RuntimeError, or, when it dies while sending
+                # a batch, as the reset of the pipe it was writing to
+                if isinstance(err, RuntimeError) and "exited unexpectedly" not in str(err):
                     raise
                 if restarts >= MAX_WORKER_RESTARTS:
                     raise DataError(f"data loader workers died {restarts + 1} times on one batch ({err}); "
