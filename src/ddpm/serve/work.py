@@ -12,7 +12,7 @@ import base64
 import io
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from PIL import Image
@@ -40,10 +40,35 @@ def png_url(images: Tensor, nrow: int | None = None, padding: int = 2) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def streamed(job: Job, diffusion, *, n: int, steps: int, sampler: str, frame_interval: float,
+             draw: Callable[[Callable[[int, int, Tensor, Tensor], None]], Tensor]) -> dict[str, Any]:
+    """Run ``draw(on_step)`` as a job's work: a ``start`` event, then ``step`` events (at most one per
+    ``frame_interval`` seconds, and always the last of each batch of ``steps`` model steps) with the
+    progress and the x_t and predicted-x_0 grids. Returns the ``done`` fields every drawing job
+    shares (images, grid, sampler, steps, seconds)."""
+    batches = math.ceil(n / BATCH_SIZE)
+    total = steps * batches
+    job.emit("start", {"job": job.id, "total": total, "n": n, "steps": steps, "batches": batches,
+                       "sampler": sampler, "device": str(diffusion.device)})
+    last = [-math.inf]
+    started = time.monotonic()
+
+    def on_step(batch: int, i: int, x: Tensor, x0: Tensor) -> None:
+        job.check()
+        now = time.monotonic()
+        if now - last[0] >= frame_interval or i == steps - 1:
+            last[0] = now
+            job.emit("step", {"done": batch * steps + i + 1, "total": total, "batch": batch,
+                              "x_t": png_url(unnormalize(x)), "x0": png_url(unnormalize(x0))})
+
+    images = draw(on_step)
+    return {"images": [png_url(image[None]) for image in images], "grid": png_url(images),
+                    "sampler": sampler, "steps": steps, "seconds": round(time.monotonic() - started, 3)}
+
+
 def generation(catalog: Catalog, run: RunInfo, req: GenerateRequest, frame_interval: float = 0.1) -> Work:
-    """The job that draws ``req``'s images, emitting ``start``, then ``step`` events (at most one
-    per ``frame_interval`` seconds, and always the last step of each batch) with the progress and
-    the x_t and predicted-x_0 grids, and returning the final images for the ``done`` event."""
+    """The job that draws ``req``'s images (:func:`streamed`'s events), returning the final images
+    for the ``done`` event."""
 
     def work(job: Job) -> dict[str, Any]:
         diffusion = catalog.model(run)
@@ -51,42 +76,20 @@ def generation(catalog: Catalog, run: RunInfo, req: GenerateRequest, frame_inter
         prompts = None
         if req.prompt is not None:  # checked as ddpm sample checks it (length, tokens) before drawing
             prompts = check_prompts([req.prompt], diffusion.text_encoder) * req.n
-        batches = math.ceil(req.n / BATCH_SIZE)
-        total = req.steps * batches
-        job.emit("start", {"job": job.id, "total": total, "n": req.n, "steps": req.steps, "batches": batches,
-                           "sampler": req.settings.sampler, "device": str(diffusion.device)})
-        last = [-math.inf]
-        started = time.monotonic()
-
-        def on_step(batch: int, i: int, x: Tensor, x0: Tensor) -> None:
-            job.check()
-            now = time.monotonic()
-            if now - last[0] >= frame_interval or i == req.steps - 1:
-                last[0] = now
-                job.emit("step", {"done": batch * req.steps + i + 1, "total": total, "batch": batch,
-                                  "x_t": png_url(unnormalize(x)), "x0": png_url(unnormalize(x0))})
-
-        images = generate(diffusion, req.n, batch_size=BATCH_SIZE, sample=req.settings, seed=req.seed,
-                          labels=req.labels, on_step=on_step, prompts=prompts)
-        return {
-            "images": [png_url(image[None]) for image in images],
-            "grid": png_url(images),
-            "labels": req.labels,
-            "prompt": req.prompt,
-            "seed": req.seed,
-            "sampler": req.settings.sampler,
-            "steps": req.steps,
-            "seconds": round(time.monotonic() - started, 3),
-        }
+        done = streamed(job, diffusion, n=req.n, steps=req.steps, sampler=req.settings.sampler,
+                           frame_interval=frame_interval,
+                           draw=lambda on_step: generate(diffusion, req.n, batch_size=BATCH_SIZE, sample=req.settings,
+                                                         seed=req.seed, labels=req.labels, on_step=on_step,
+                                                         prompts=prompts))
+        return {**done, "labels": req.labels, "prompt": req.prompt, "seed": req.seed}
 
     return work
 
 
 def inpainting(catalog: Catalog, run: RunInfo, req: InpaintRequest, frame_interval: float = 0.1) -> Work:
-    """The job that fills ``req``'s region of its image (RePaint), emitting ``start``, ``step``
-    events (x_t and predicted x_0 at most every ``frame_interval`` seconds, and the last step of
-    each batch) and returning the completions for ``done``: the images ``ddpm inpaint`` writes
-    for the same settings (:func:`ddpm.editing.inpaint_images`, the same batches and seeds)."""
+    """The job that fills ``req``'s region of its image (RePaint; :func:`streamed`'s events, a step
+    per model evaluation) and returns the completions for ``done``: the images ``ddpm inpaint``
+    writes for the same settings (:func:`ddpm.editing.inpaint_images`, the same batches and seeds)."""
     from ..editing import inpaint_images
     from ..sampling.inpaint import DEFAULT_GRID
 
@@ -97,36 +100,13 @@ def inpainting(catalog: Catalog, run: RunInfo, req: InpaintRequest, frame_interv
         job.check()
         if req.prompt is not None:
             check_prompts([req.prompt], diffusion.text_encoder)
-        batches = math.ceil(req.n / BATCH_SIZE)
-        total = req.evaluations * batches
-        job.emit("start", {"job": job.id, "total": total, "n": req.n, "steps": req.evaluations, "batches": batches,
-                           "sampler": "repaint", "device": str(diffusion.device)})
-        last = [-math.inf]
-        started = time.monotonic()
-
-        def on_step(batch: int, i: int, x: Tensor, x0: Tensor) -> None:
-            job.check()
-            now = time.monotonic()
-            if now - last[0] >= frame_interval or i == req.evaluations - 1:
-                last[0] = now
-                job.emit("step", {"done": batch * req.evaluations + i + 1, "total": total, "batch": batch,
-                                  "x_t": png_url(unnormalize(x)), "x0": png_url(unnormalize(x0))})
-
-        images = inpaint_images(diffusion, picture, req.keep, num=req.n, batch_size=BATCH_SIZE, seed=req.seed,
-                                steps=req.steps, jump_length=req.jump_length, jump_n_sample=req.jump_n_sample,
-                                grid=DEFAULT_GRID, clip=req.clip, labels=req.labels, guidance_scale=req.guidance_scale,
-                                prompt=req.prompt, on_step=on_step)
-        return {
-            "images": [png_url(image[None]) for image in images],
-            "grid": png_url(images),
-            "input": png_url(picture),
-            "labels": req.labels,
-            "prompt": req.prompt,
-            "seed": req.seed,
-            "sampler": "repaint",
-            "steps": req.evaluations,
-            "seconds": round(time.monotonic() - started, 3),
-        }
+        done = streamed(
+            job, diffusion, n=req.n, steps=req.evaluations, sampler="repaint", frame_interval=frame_interval,
+            draw=lambda on_step: inpaint_images(
+                diffusion, picture, req.keep, num=req.n, batch_size=BATCH_SIZE, seed=req.seed, steps=req.steps,
+                jump_length=req.jump_length, jump_n_sample=req.jump_n_sample, grid=DEFAULT_GRID, clip=req.clip,
+                labels=req.labels, guidance_scale=req.guidance_scale, prompt=req.prompt, on_step=on_step))
+        return {**done, "input": png_url(picture), "labels": req.labels, "prompt": req.prompt, "seed": req.seed}
 
     return work
 
