@@ -1,8 +1,9 @@
 // Forward process: one image noised to the t of the slider, with alpha_bar and the SNR there.
-import { getJSON, runUrl, send } from "./api.js";
+import { getJSON, runUrl } from "./api.js";
+import { imagePicker } from "./picker.js";
 
 const $ = (id) => document.getElementById(id);
-let run, image = null, nextStart = 0, schedule = null;
+let run, image = null, schedule = null, showImages;
 let inFlight = false, again = false;
 
 function format(x) {
@@ -60,67 +61,22 @@ async function update() {
   inFlight = false;
 }
 
-function choose(ref, img) {
-  image = ref;
-  for (const other of document.querySelectorAll("#train-images img")) other.classList.toggle("chosen", other === img);
-  update();
-}
-
-function addThumb(item) {
-  const img = document.createElement("img");
-  img.src = item.png;
-  img.alt = item.image;
-  img.title = item.label === null ? item.image : `${item.image}, class ${item.label}`;
-  img.dataset.image = item.image;
-  img.addEventListener("click", () => choose(item.image, img));
-  $("train-images").append(img);
-  return img;
-}
-
-async function more() {
-  try {
-    const page = await getJSON(`${runUrl(run.name, "train-images")}?start=${nextStart}&count=24`);
-    const imgs = page.images.map(addThumb);
-    nextStart = page.start + page.images.length;
-    $("more-images").disabled = nextStart >= page.total;
-    if (!image && imgs.length) choose(page.images[0].image, imgs[0]);
-  } catch (err) {
-    $("forward-error").textContent = err.message;  // e.g. the data set is not on this machine: upload instead
-    $("more-images").disabled = true;
-  }
-}
-
-async function upload() {
-  const file = $("upload").files[0];
-  if (!file) return;
-  try {
-    const done = await send(runUrl(run.name, "images"), "POST", file, file.type || "application/octet-stream");
-    const img = addThumb({ image: done.image, png: done.png, label: null });
-    choose(done.image, img);
-  } catch (err) {
-    $("forward-error").textContent = err.message;
-  }
-  $("upload").value = "";
-}
-
 export function setup() {
   $("t").addEventListener("input", update);
   $("noise-seed").addEventListener("change", update);
-  $("more-images").addEventListener("click", more);
-  $("upload").addEventListener("change", upload);
+  showImages = imagePicker({ box: "train-images", more: "more-images", upload: "upload", error: "forward-error" },
+                           (ref) => { image = ref; update(); });
 }
 
 export async function showRun(chosen) {
   run = chosen;
   image = null;
-  nextStart = 0;
   schedule = null;
-  $("train-images").replaceChildren();
   $("forward-error").textContent = "";
   $("t").max = run.timesteps - 1;
   $("t").value = Math.round((run.timesteps - 1) / 4);
   $("t-value").textContent = $("t").value;
   getJSON(runUrl(run.name, "schedule")).then((s) => { schedule = s; drawChart(Number($("t").value)); })
     .catch((err) => { $("forward-error").textContent = err.message; });
-  await more();
+  await showImages(run);
 }

@@ -1,10 +1,11 @@
 // Inpaint: pick an image, paint the region to redraw, and watch RePaint fill it (ddpm inpaint).
-import { getJSON, runUrl, send, streamJob } from "./api.js";
+import { runUrl, send, streamJob } from "./api.js";
+import { imagePicker } from "./picker.js";
 
 const $ = (id) => document.getElementById(id);
 const SCALE_TO = 256;  // the canvas is shown about this wide, the image's pixels magnified
 let run, image = null, picture = null, mask = null, width = 0, height = 0;
-let nextStart = 0, painting = false, jobId = null, aborter = null;
+let showImages, painting = false, jobId = null, aborter = null;
 
 // ---- the mask: one byte per image pixel, 1 = generate ----------------------------------------
 
@@ -60,47 +61,10 @@ function maskPng() {
 
 function choose(ref, img) {
   image = ref;
-  for (const other of document.querySelectorAll("#inpaint-images img")) other.classList.toggle("chosen", other === img);
   picture = new Image();
   picture.onload = redraw;
   picture.src = img.src;
   $("panel-inpaint").dataset.image = ref;
-}
-
-function addThumb(item) {
-  const img = document.createElement("img");
-  img.src = item.png;
-  img.alt = item.image;
-  img.title = item.label === null ? item.image : `${item.image}, class ${item.label}`;
-  img.dataset.image = item.image;
-  img.addEventListener("click", () => choose(item.image, img));
-  $("inpaint-images").append(img);
-  return img;
-}
-
-async function more() {
-  try {
-    const page = await getJSON(`${runUrl(run.name, "train-images")}?start=${nextStart}&count=24`);
-    const imgs = page.images.map(addThumb);
-    nextStart = page.start + page.images.length;
-    $("inpaint-more").disabled = nextStart >= page.total;
-    if (!image && imgs.length) choose(page.images[0].image, imgs[0]);
-  } catch (err) {
-    $("inpaint-error").textContent = err.message;
-    $("inpaint-more").disabled = true;
-  }
-}
-
-async function upload() {
-  const file = $("inpaint-upload").files[0];
-  if (!file) return;
-  try {
-    const done = await send(runUrl(run.name, "images"), "POST", file, file.type || "application/octet-stream");
-    choose(done.image, addThumb({ image: done.image, png: done.png, label: null }));
-  } catch (err) {
-    $("inpaint-error").textContent = err.message;
-  }
-  $("inpaint-upload").value = "";
 }
 
 // ---- the job -------------------------------------------------------------------------------------
@@ -200,8 +164,8 @@ export function setup(context) {
   canvas.addEventListener("pointercancel", () => { painting = false; });
   $("mask-clear").addEventListener("click", () => { mask.fill(0); redraw(); });
   $("mask-bottom").addEventListener("click", bottomHalf);
-  $("inpaint-more").addEventListener("click", more);
-  $("inpaint-upload").addEventListener("change", upload);
+  showImages = imagePicker({ box: "inpaint-images", more: "inpaint-more", upload: "inpaint-upload", error: "inpaint-error" },
+                           choose);
   $("inpaint-form").addEventListener("submit", start);
   $("inpaint-cancel").addEventListener("click", cancel);
 }
@@ -212,7 +176,6 @@ export async function showRun(chosen) {
   mask = new Uint8Array(width * height);
   image = null;
   picture = null;
-  nextStart = 0;
   const scale = Math.max(1, Math.floor(SCALE_TO / Math.max(width, height)));
   $("mask-canvas").width = width * scale;
   $("mask-canvas").height = height * scale;
@@ -222,7 +185,6 @@ export async function showRun(chosen) {
   $("brush").value = Math.max(1, Math.round(Math.max(width, height) / 8));
   $("inpaint-steps").max = run.timesteps;
   $("inpaint-steps").value = Math.min(50, run.timesteps);
-  $("inpaint-images").replaceChildren();
   $("inpaint-error").textContent = "";
   $("inpaint-results").hidden = true;
   $("inpaint-xt").removeAttribute("src");
@@ -236,5 +198,5 @@ export async function showRun(chosen) {
   select.replaceChildren(new Option("none (unconditional)", "none"));
   for (let c = 0; classes && c < run.num_classes; c++) select.add(new Option(String(c), String(c)));
   setState("idle", "");
-  await more();
+  await showImages(run);
 }
