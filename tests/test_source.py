@@ -104,6 +104,12 @@ def test_an_unreadable_file_is_named_once_and_counted(tmp_path):
     named = [line for line in lines if "05.png" in line]
     assert result.step == 10 and len(named) == 1
     assert named[0].startswith(f"skipping unreadable image {folder / 'a' / '05.png'} (") and "1 so far" in named[0]
+    # a batch names the images it holds: the replacement's index (its caption, in a text run), not the file's
+    stream = open_folder_stream(folder, (8, 8), 3, class_labels=False, log=lambda m: None)
+    plan = BatchPlan(10, 10, seed=0)
+    batch = StreamingSource(stream, plan, torch.device("cpu"), num_workers=1, log=lambda m: None).get(0)
+    bad = stream.files.index("a/05.png")
+    assert batch.indices.tolist() == [bad + 1 if i == bad else i for i in plan.indices(0).tolist()]
 
 
 def test_plan_batches_follow_the_plan_and_settings_are_checked(tmp_path):
@@ -118,6 +124,7 @@ def test_plan_batches_follow_the_plan_and_settings_are_checked(tmp_path):
     again = source.get(7)  # asked out of order: the loader restarts there
     assert torch.equal(first.images, again.images) and first.labels is None
     assert first.images.dtype == torch.float32 and -1 <= first.images.min() and first.images.max() <= 1
+    assert first.indices.tolist() == plan.indices(7).tolist()
     source.close()
     with pytest.raises(ConfigError, match="--stream applies to folder:PATH data sets; 'digits' is read into memory"):
         train(apply_overrides(RunConfig(), {**TINY, "runs_dir": str(tmp_path / "r"), "stream": "true"}), log=lambda m: None)

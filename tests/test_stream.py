@@ -43,8 +43,9 @@ def test_streamed_images_equal_the_in_memory_ones(tmp_path):
         assert isinstance(stream, FolderStream) and len(stream) == len(memory) == 6
         assert stream.image_shape == memory.image_shape == (channels, 6, 8)
         assert stream.decoded_bytes == memory.images.numel() and stream.num_classes == 2
-        images, labels, notes = collate([stream[i] for i in range(6)])
+        images, labels, notes, indices = collate([stream[i] for i in range(6)])
         assert torch.equal(images, memory.images) and torch.equal(labels, memory.labels) and notes == []
+        assert indices.tolist() == list(range(6)) and stream.files == memory.files
     unlabelled = open_folder_stream(tmp_path, (6, 8), 3, class_labels=False, log=lambda m: None)
     assert unlabelled.labels is None and unlabelled[0][1] == -1
 
@@ -54,13 +55,13 @@ def test_an_unreadable_file_is_replaced_by_the_next_readable_one(tmp_path):
     (tmp_path / "cat" / "02.png").write_bytes(b"not a png")  # index 1
     (tmp_path / "dog" / "05.png").write_bytes(b"")  # index 5, the last: wraps to index 0
     stream = open_folder_stream(tmp_path, (6, 8), 3, class_labels=True, log=lambda m: None)
-    image, label, notes = stream[1]
-    assert torch.equal(image, stream[2][0]) and label == 0  # cat/04.png
+    image, label, notes, j = stream[1]
+    assert torch.equal(image, stream[2][0]) and label == 0 and j == 2  # cat/04.png
     assert [(k, key) for k, key, _ in notes] == [("unreadable", str(tmp_path / "cat" / "02.png"))]
     assert "UnidentifiedImageError" in notes[0][2]
     assert stream[1][2] == ()  # known bad in this process: skipped without a second report
-    image, label, notes = stream[5]
-    assert torch.equal(image, stream[0][0]) and label == 0 and notes[0][1].endswith("05.png")
+    image, label, notes, j = stream[5]
+    assert torch.equal(image, stream[0][0]) and label == 0 and j == 0 and notes[0][1].endswith("05.png")
     for p in tmp_path.rglob("*.png"):
         p.write_bytes(b"junk")
     with pytest.raises(DataError, match=f"none of the 6 image files in {tmp_path} can be read"):

@@ -9,7 +9,8 @@ in-memory path uses, so both paths give the same pixels.
 A file that cannot be read when its turn comes (corrupt, truncated, deleted since the listing)
 is replaced by the next readable file in listing order (i + 1, i + 2, ...): the batch keeps its
 size and stays a function of the step, so resume is exact. The replacement reports the file, and
-the trainer names it once and counts it (``ddpm.training.source``).
+the trainer names it once and counts it (``ddpm.training.source``); each item also carries the
+index of the image it holds, so a text-conditional run takes the replacement's own caption.
 
 With ``cache_resized``, each decoded image is also written to one file of fixed-size rows, so
 later epochs read C*H*W bytes instead of decoding the original. A row is used only when its
@@ -126,7 +127,8 @@ class ResizedCache:
 
 
 class FolderStream(Dataset):
-    """The images below a folder, decoded on demand: ``stream[i] -> (uint8 [C, H, W], label, notes)``.
+    """The images below a folder, decoded on demand: ``stream[i] -> (uint8 [C, H, W], label, notes, j)``,
+    where ``j`` is ``i`` or, when file ``i`` cannot be read, the index of the image that replaced it.
 
     Has the attributes the trainer reads from an in-memory :class:`~ddpm.data.base.ImageDataset`
     (``name``, ``labels``, ``class_names``, ``num_classes``, ``image_shape``, ``len``); ``labels``
@@ -171,7 +173,24 @@ class FolderStream(Dataset):
                                                 f"({err.strerror or err}); images are decoded again each epoch"))
         return image
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[Note, ...]]:
+    @property
+    def files(self) -> list[str]:
+        """The images' paths relative to the folder, in index order (what a caption file names)."""
+        return [self.index.relative(i) for i in range(len(self))]
+
+    def subset(self, keep: torch.Tensor) -> "FolderStream":
+        """The images where ``keep`` (bool [N]) is true (a text-conditional run drops those without
+        a caption); a resized-image cache moves to the subset's own rows."""
+        kept = torch.nonzero(keep).flatten().tolist()
+        index = PathIndex(self.index.root, [self.index.relative(i) for i in kept])
+        labels = self.labels[keep].numpy() if self.labels is not None else None
+        cache = None
+        if self.cache is not None:
+            cache = ResizedCache(self.cache.directory.parent / _cache_key(index, self.channels, self.size), len(index),
+                                 self.image_shape)
+        return FolderStream(index, labels, self.class_names, self.size, self.channels, self.name, cache)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[Note, ...], int]:
         notes: list[Note] = []
         n = len(self)
         for k in range(n):
@@ -185,14 +204,21 @@ class FolderStream(Dataset):
                 notes.append(("unreadable", str(self.index.path(j)), f"{type(err).__name__}: {err}"))
                 continue
             label = int(self.labels[j]) if self.labels is not None else -1
-            return torch.from_numpy(np.array(image, np.uint8)), label, tuple(notes)  # a writable copy
+            return torch.from_numpy(np.array(image, np.uint8)), label, tuple(notes), j  # a writable copy
         raise DataError(f"none of the {n} image files in {self.index.root} can be read")
 
 
-def collate(items: list[tuple[torch.Tensor, int, tuple[Note, ...]]]) -> tuple[torch.Tensor, torch.Tensor, list[Note]]:
-    """A DataLoader batch: uint8 images [B, C, H, W], labels [B], and every item's notes."""
+def collate(items: list[tuple[torch.Tensor, int, tuple[Note, ...], int]]
+            ) -> tuple[torch.Tensor, torch.Tensor, list[Note], torch.Tensor]:
+    """A DataLoader batch: uint8 images [B, C, H, W], labels [B], every item's notes, and the
+    indices [B] of the images the batch holds."""
     return (torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items], dtype=torch.int64),
-            [note for it in items for note in it[2]])
+            [note for it in items for note in it[2]], torch.tensor([it[3] for it in items], dtype=torch.int64))
+
+
+def _cache_key(index: PathIndex, channels: int, size: tuple[int, int]) -> str:
+    """The resized-image cache's folder name for these files at this size."""
+    return hashlib.sha256(f"{index.digest()}|{channels}x{size[0]}x{size[1]}".encode()).hexdigest()[:20]
 
 
 def open_folder_stream(root: str | Path, size: tuple[int, int], channels: int, *, class_labels: bool,
@@ -203,9 +229,8 @@ def open_folder_stream(root: str | Path, size: tuple[int, int], channels: int, *
     index, labels, names = index_folder(root, class_labels=class_labels, log=log)
     cache = None
     if cache_resized:
-        key = hashlib.sha256(f"{index.digest()}|{channels}x{size[0]}x{size[1]}".encode()).hexdigest()[:20]
         base = Path(cache_dir).expanduser() if cache_dir else Path("~/.cache/torch-ddpm").expanduser()
-        cache = ResizedCache(base / "resized" / key, len(index), (channels, *size))
+        cache = ResizedCache(base / "resized" / _cache_key(index, channels, size), len(index), (channels, *size))
         log(f"resized images are cached in {cache.directory}")
     log(f"streaming {len(index)} images from {root}")
     return FolderStream(index, labels, names, size, channels, f"folder:{root}", cache)

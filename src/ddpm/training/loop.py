@@ -30,7 +30,6 @@ from .reporting import Reporter
 from .run_dir import MetricsLog, RunLock, new_run_dir
 from .setup import StopRequest, check_resume, resolve_data
 from .text_setup import CaptionBatches, caption_embeddings, grid_prompts, resolve_captions
-from ..data.stream import FolderStream
 from .source import open_source
 from .validate import validate_config
 
@@ -89,9 +88,6 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
             log(f"resuming {checkpoint.path.parent.parent} from step {checkpoint.step}")
         data, config = resolve_data(config, dist, log)
         captions = None
-        if config.data.text_conditional and isinstance(data, FolderStream):
-            raise ConfigError("text-conditional training holds the folder's images in memory and cannot stream them yet; "
-                              "pass --stream false (or train on a smaller folder)")
         if config.data.text_conditional:  # images without a usable caption are left out here
             data, captions, config = resolve_captions(config, data, log)
         validate_config(config)  # everything is checked before a directory is made or replaced
@@ -219,7 +215,8 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
                 if config.data.hflip:
                     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
                 labels = batch.labels if config.data.class_conditional else None
-                text = text_batches(plan.indices(m), pick).to(device) if text_batches is not None else None
+                # the captions of the images the batch holds (a streamed unreadable file's replacement brings its own)
+                text = text_batches(batch.indices, pick).to(device) if text_batches is not None else None
                 if tc.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 # with accumulation, gradients are all-reduced once, after the last micro-batch

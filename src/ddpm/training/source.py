@@ -31,6 +31,7 @@ MAX_WORKER_RESTARTS = 3  # per batch: a worker that keeps dying is a real proble
 class Batch:
     images: Tensor  # float32 [B, C, H, W] in [-1, 1], on the device
     labels: Tensor | None  # int64 [B] on the device, when the data set has labels
+    indices: Tensor  # int64 [B] on the CPU: the data set's images in the batch (for their captions)
 
 
 class MemorySource:
@@ -43,7 +44,7 @@ class MemorySource:
         idx = self.plan.indices(m)
         images = self.data.to_float(idx).to(self.device, non_blocking=True)
         labels = self.data.labels[idx].to(self.device) if self.data.labels is not None else None
-        return Batch(images, labels)
+        return Batch(images, labels, idx)
 
     def close(self) -> None:
         pass
@@ -116,7 +117,7 @@ class StreamingSource:
             if self._iter is None or m != self._next:
                 self._start(m)
             try:
-                images, labels, notes = next(self._iter)
+                images, labels, notes, indices = next(self._iter)
                 break
             except (RuntimeError, ConnectionError, EOFError) as err:
                 # a worker's death shows as DataLoader's RuntimeError, or, when it dies while sending
@@ -132,7 +133,7 @@ class StreamingSource:
         self._next = m + 1
         self._report(notes)
         x = images.to(self.device, non_blocking=True).to(torch.float32) / 127.5 - 1.0
-        return Batch(x, labels.to(self.device, non_blocking=True) if self.data.labels is not None else None)
+        return Batch(x, labels.to(self.device, non_blocking=True) if self.data.labels is not None else None, indices)
 
     def _report(self, notes: list[Note]) -> None:
         for kind, key, message in notes:
