@@ -83,3 +83,15 @@ def test_sample_eval_viz_help_gives_every_option_a_meaning_and_a_default(capsys,
     assert "(default: 64)" in _option_line(sample, "--n") and "(default: auto)" in _option_line(sample, "--device")
     viz = _help(capsys, monkeypatch, "viz")
     assert "one of: linear, cosine, sigmoid (default: linear)" in _option_line(viz, "--schedule")
+
+
+def test_an_interrupted_torchrun_job_is_reported_by_rank_0_alone(capsys, monkeypatch):
+    import ddpm.training.loop as loop
+
+    for is_main, said in ((True, "ddpm: interrupted at step 3\n"), (False, "")):
+        def stopped(*args, is_main=is_main, **kwargs):
+            raise loop.TrainingInterrupted("interrupted at step 3", is_main)
+
+        monkeypatch.setattr(loop, "train", stopped)
+        assert main(["train", "--dataset", "digits"]) == 130
+        assert capsys.readouterr().err == said

@@ -67,3 +67,23 @@ def test_cuda_training_step_runs():
     with tempfile.TemporaryDirectory() as d:
         config = apply_overrides(config, {"runs_dir": d})
         assert train(config, log=lambda m: None, progress=False).step == 2
+
+
+def test_a_text_conditional_run_under_torchrun_equals_one_process(tmp_path):
+    """Each rank takes the captions of its own slice of the global batch (and the dropout and
+    phrasing draws of that slice), so two ranks train what one process does."""
+    runs = str(tmp_path / "runs")
+    text = ["--text-conditional", "--text-encoder", "builtin", "--builtin-text-dim", "16", "--builtin-text-layers", "1"]
+    plain = [a for a in TINY if a not in ("--class-conditional", "--hflip")]
+    out = torchrun(*plain, *text, "--batch-size", "4", "--max-steps", "3", "--runs-dir", runs, "--name", "ddp", cwd=tmp_path)
+    assert "2 processes, global batch 8" in out.stdout
+    single = apply_overrides(RunConfig(), {"dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8",
+                                            "timesteps": "20", "sample_every": "0", "save_every": "0", "sampler": "ddim",
+                                            "steps": "4", "tensorboard": "false", "grad_accum": "2", "batch_size": "8",
+                                            "max_steps": "3", "bf16": "false", "runs_dir": runs, "name": "single",
+                                            "num_samples": "4", "text_conditional": "true", "text_encoder": "builtin",
+                                            "builtin_text_dim": "16", "builtin_text_layers": "1"})
+    train(single, log=lambda m: None, progress=False)
+    ddp, one = read_checkpoint(tmp_path / "runs" / "ddp"), read_checkpoint(tmp_path / "runs" / "single")
+    assert ddp.config.data.text_vocab == one.config.data.text_vocab and ddp.config.data.text_vocab
+    _close(ddp.weights(ema=False), one.weights(ema=False))

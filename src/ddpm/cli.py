@@ -109,7 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite, log=print, progress=None)
     except TrainingInterrupted as stop:
-        print(f"ddpm: {stop}", file=sys.stderr)
+        if stop.is_main:  # under torchrun, rank 0 alone says where the checkpoint is
+            print(f"ddpm: {stop}", file=sys.stderr)
         return 130
     if result.is_main:
         print(f"samples: {result.run_dir / 'samples'}  checkpoints: {result.run_dir / 'checkpoints'}")

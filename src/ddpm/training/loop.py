@@ -37,7 +37,12 @@ MAX_NONFINITE_IN_A_ROW = 5
 
 
 class TrainingInterrupted(DDPMError):
-    """Ctrl-C or SIGTERM during training: the run stopped (after a checkpoint unless forced)."""
+    """Ctrl-C or SIGTERM during training: the run stopped (after a checkpoint unless forced).
+    ``is_main``: false in the other processes of a torchrun job, which leave the telling to rank 0."""
+
+    def __init__(self, message: str, is_main: bool = True):
+        super().__init__(message)
+        self.is_main = is_main
 
 
 @dataclass
@@ -271,12 +276,13 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
         last_ckpt = checkpoint_now()
         if stop_reason == "interrupted":
             where = f"; checkpoint saved to {last_ckpt}" if last_ckpt else ""
-            raise TrainingInterrupted(f"interrupted at step {step}{where}; continue with: ddpm train --resume {run_dir}")
+            raise TrainingInterrupted(f"interrupted at step {step}{where}; continue with: ddpm train --resume {run_dir}",
+                                      dist.is_main)
         reporter.samples(step, device)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, possibly mid-update, so write nothing
         where = f"the last checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
         raise TrainingInterrupted(f"stopped at once during step {step + 1}; {where}; continue with: "
-                                  f"ddpm train --resume {run_dir}") from None
+                                  f"ddpm train --resume {run_dir}", dist.is_main) from None
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not _is_out_of_memory(err):
             raise
