@@ -42,7 +42,7 @@ from ddpm.eval.features import classifier_extractor, compute_statistics, load_st
 from ddpm.eval.metrics import frechet_distance, kernel_distance
 from ddpm.eval.report import EvalSettings, _cache_root, _data_key, _load_split, get_classifier
 from ddpm.fileio import atomic_write_text
-from ddpm.generate import generate, load_for_sampling
+from ddpm.generate import class_layout, generate, load_for_sampling
 from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
 from ddpm.viz import save_grid
 
@@ -91,9 +91,11 @@ def elapsed_at(run: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["elapsed_s"]) for r in csv.DictReader(f)}
 
 
-def parse_sampler(text: str) -> tuple[str, int]:
+def parse_sampler(text: str) -> tuple[str, int, float]:
+    """``NAME:STEPS`` or, for class-conditional runs, ``NAME:STEPS@W`` (guidance w; default 1)."""
+    text, _, w = text.partition("@")
     name, _, steps = text.partition(":")
-    return name, int(steps or 0)
+    return name, int(steps or 0), float(w or 1.0)
 
 
 def curve(args) -> None:
@@ -121,36 +123,43 @@ def curve(args) -> None:
             continue
         diffusion = None
         for spec in args.sampler:
-            name, steps = parse_sampler(spec)
-            key = f"{ckpt.step}|{name}:{steps}|{args.num_samples}"
+            name, steps, w = parse_sampler(spec)
+            conditional = bool(config.data.class_conditional)
+            if w != 1.0 and not conditional:
+                raise SystemExit(f"--sampler {spec}: guidance needs a class-conditional run")
+            key = f"{ckpt.step}|{name}:{steps}|{args.num_samples}" + (f"|w{w:g}" if conditional else "")
             if key in results["cells"]:
                 continue
             if diffusion is None:
                 diffusion, _ = load_for_sampling(ckpt_path, device="cpu")
-            sample = replace(config.sample, sampler=name, steps=steps, eta=0.0, grid="")
+            sample = replace(config.sample, sampler=name, steps=steps, eta=0.0, grid="", guidance_scale=w)
+            # a class-conditional run draws the classes in turn (0, 1, ..., 9, 0, ...), as ddpm sample does
+            labels = class_layout(args.num_samples, diffusion.num_classes) if conditional else None
             began = time.monotonic()
-            images = generate(diffusion, args.num_samples, batch_size=250, sample=sample, seed=args.seed)
+            images = generate(diffusion, args.num_samples, batch_size=250, sample=sample, seed=args.seed, labels=labels)
             cell = scorer(images)
-            cell.update(step=ckpt.step, sampler=name, steps=steps, num_samples=args.num_samples,
+            cell.update(step=ckpt.step, sampler=name, steps=steps, guidance=w if conditional else None, num_samples=args.num_samples,
                         images_seen=ckpt.step * config.train.batch_size * config.train.grad_accum * args.processes,
                         train_s=elapsed.get(ckpt.step), sample_s_per_image=(time.monotonic() - began) / args.num_samples)
-            save_grid(images[:64], run / "quality_curve" / f"step{ckpt.step:08d}-{name}-{steps}.png")
+            suffix = f"-w{w:g}" if conditional else ""
+            save_grid(images[:64], run / "quality_curve" / f"step{ckpt.step:08d}-{name}-{steps}{suffix}.png")
             results["cells"][key] = cell
             atomic_write_text(out_path, json.dumps(results, indent=2) + "\n")
-            print(f"step {ckpt.step} {name}:{steps}: confident {cell['confident']:.3f}  fid {cell['fid']:.4f}  "
+            print(f"step {ckpt.step} {name}:{steps}{'@' + format(w, 'g') if conditional else ''}: confident {cell['confident']:.3f}  fid {cell['fid']:.4f}  "
                   f"kid {cell['kid_x1000']:.2f}", flush=True)
     print_table(results, args.images_per_s)
 
 
 def print_table(results: dict, images_per_s: float | None) -> None:
-    cells = sorted(results["cells"].values(), key=lambda c: (c["sampler"], c["steps"], c["step"]))
+    cells = sorted(results["cells"].values(), key=lambda c: (c["sampler"], c["steps"], c.get("guidance") or 1, c["step"]))
     rate = f" | min@{images_per_s:g}/s" if images_per_s else ""
     print(f"\n| sampler | step | images | train min{rate} | confident >= {CONFIDENT} | FID-style | KID x1000 |")
     print("|---|---:|---:|---:|" + ("---:|" if images_per_s else "") + "---:|---:|---:|")
     for c in cells:
         train_min = f"{c['train_s'] / 60:.1f}" if c.get("train_s") else "-"
         at_rate = f" | {c['images_seen'] / images_per_s / 60:.1f}" if images_per_s else ""
-        print(f"| {c['sampler']}:{c['steps']} | {c['step']} | {c['images_seen']} | {train_min}{at_rate} | "
+        w = f"@{c['guidance']:g}" if c.get("guidance") else ""
+        print(f"| {c['sampler']}:{c['steps']}{w} | {c['step']} | {c['images_seen']} | {train_min}{at_rate} | "
               f"{c['confident']:.3f} | {c['fid']:.4f} | {c['kid_x1000']:.2f} ± {c['kid_se_x1000']:.2f} |")
 
 
@@ -193,7 +202,8 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="a run directory whose checkpoints to score")
-    p.add_argument("--sampler", action="append", help="NAME:STEPS, repeat for several (default dpm++2m:20)")
+    p.add_argument("--sampler", action="append",
+                   help="NAME:STEPS, or NAME:STEPS@W for guidance w on a class-conditional run; repeat for several (default dpm++2m:20)")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=0, help="only checkpoints whose step is a multiple of this")
