@@ -115,6 +115,15 @@ def curve(args) -> None:
         real = _load_split(config, "test", print)
         results["real_confident"] = confident_fraction(scorer.classifier, real.images.float() / 255.0)
     print(f"held-out real images: confident {results['real_confident']:.3f} (classifier test accuracy {scorer.accuracy:.4f})")
+    key = f"real_train|{args.num_samples}"  # the floor of the distances at this N: real images scored as samples are
+    if key not in results.setdefault("real_train", {}):
+        train_split = _load_split(config, "train", print)
+        pick = torch.randperm(len(train_split.images), generator=torch.Generator().manual_seed(args.seed))[: args.num_samples]
+        results["real_train"][key] = scorer(train_split.images[pick].float() / 255.0)
+        atomic_write_text(out_path, json.dumps(results, indent=2) + "\n")
+    ref = results["real_train"][key]
+    print(f"{args.num_samples} real training images scored as samples: confident {ref['confident']:.3f}  fid {ref['fid']:.4f}  "
+          f"kid {ref['kid_x1000']:.2f}")
     elapsed = elapsed_at(run)
     torch.set_num_threads(args.threads)
     for ckpt_path in checkpoints:

@@ -1,6 +1,6 @@
 import pytest
 
-from ddpm.config import RunConfig, apply_overrides, field_index, from_dict, load_toml, to_dict, to_toml
+from ddpm.config import RunConfig, apply_overrides, field_help, field_index, from_dict, load_toml, to_dict, to_toml
 from ddpm.errors import ConfigError
 
 
@@ -86,6 +86,47 @@ def test_bf16_is_true_false_or_auto_in_toml_json_and_on_the_command_line(tmp_pat
         assert apply_overrides(RunConfig(), overrides).train.bf16 is want, argv
 
 
+def test_guidance_is_a_number_or_auto_in_toml_json_and_on_the_command_line(tmp_path):
+    from ddpm.cli import build_parser, config_overrides
+
+    assert RunConfig().sample.guidance_scale is None  # auto: decided by the run (resolved_guidance)
+    assert 'guidance_scale = "auto"' in to_toml(RunConfig())
+    for text, want in (('"auto"', None), ("3", 3.0), ("1.5", 1.5)):
+        path = tmp_path / "c.toml"
+        path.write_text(f"[sample]\nguidance_scale = {text}\n")
+        config = load_toml(path)
+        assert config.sample.guidance_scale == want and type(config.sample.guidance_scale) is type(want)
+        assert from_dict(to_dict(config)).sample.guidance_scale == want  # the JSON in a checkpoint
+        path.write_text(to_toml(config))
+        assert load_toml(path).sample.guidance_scale == want
+    for bad in ('"strong"', "true"):
+        (tmp_path / "bad.toml").write_text(f"[sample]\nguidance_scale = {bad}\n")
+        with pytest.raises(ConfigError, match=r"sample.guidance_scale in .* must be a number or 'auto'; got"):
+            load_toml(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="--guidance-scale must be a number or 'auto'; got 'lots'"):
+        apply_overrides(RunConfig(), {"guidance_scale": "lots"})
+    parser = build_parser()
+    for argv, want in ((["--guidance-scale", "2.5"], 2.5), (["--guidance-scale", "auto"], None), ([], None)):
+        overrides = config_overrides(parser.parse_args(["train", *argv]))
+        assert apply_overrides(RunConfig(), overrides).sample.guidance_scale == want, argv
+
+
+def test_auto_guidance_and_auto_class_conditioning_resolve_as_documented():
+    from ddpm.config import DataConfig, resolved_guidance
+    from ddpm.training.setup import resolved_class_conditional
+
+    assert resolved_guidance(None, True) == 2.0 and resolved_guidance(None, False) == 1.0
+    assert resolved_guidance(1.0, True) == 1.0 and resolved_guidance(3.0, True) == 3.0  # a number is kept
+    assert "auto: 2 for class-conditional runs, 1 for the others" in field_help("guidance_scale")
+    assert resolved_class_conditional(DataConfig()) is True  # the default data set, mnist10k
+    assert resolved_class_conditional(DataConfig(text_conditional=True)) is False
+    assert resolved_class_conditional(DataConfig(class_conditional=False)) is False
+    for dataset in ("digits", "mnist", "cifar10", "folder:x"):
+        assert resolved_class_conditional(DataConfig(dataset=dataset)) is False, dataset
+        assert resolved_class_conditional(DataConfig(dataset=dataset, class_conditional=True)) is True
+    assert "auto: on for mnist10k" in field_help("class_conditional")
+
+
 def test_overrides_leave_the_original_alone():
     base = RunConfig()
     apply_overrides(base, {"max_steps": "7"})
@@ -150,7 +191,7 @@ def test_help_says_what_zero_and_empty_mean():
     assert f"{DEFAULT_STEPS['ddim']} for ddim" in steps and f"{DEFAULT_STEPS['dpm++2m']} for dpm++" in steps
     assert DEFAULT_STEPS["ancestral"] is None and "all T for ancestral" in steps
     assert option_help("grid").endswith("(default: empty) [sample]")
-    assert "one of: linear, cosine, sigmoid (default: linear) [diffusion]" in option_help("beta_schedule")
+    assert "one of: linear, cosine, sigmoid (default: cosine) [diffusion]" in option_help("beta_schedule")
     assert option_help("bf16").endswith("(default: auto) [train]")
     assert option_help("hflip").endswith("(default: false) [data]")
     assert "a list of integers, comma-separated (default: 1,2,4) [model]" in option_help("dim_mults")

@@ -219,3 +219,23 @@ def test_the_trainer_drops_labels_with_p_uncond(tmp_path):
         rows[p] = [bool(torch.equal(trained[i], start[i])) for i in range(11)]
     assert rows["1.0"] == [True] * 10 + [False]
     assert rows["0.0"][10] and rows["0.0"][:10].count(False) >= 5  # classes of the 24 images drawn moved
+
+
+def test_the_default_run_learns_the_labels_and_draws_with_guidance_2(tmp_path):
+    # class_conditional and guidance_scale are "auto" by default: a run on mnist10k (the default
+    # data set) becomes class-conditional and draws with w = 2; another data set stays
+    # unconditional at w = 1; the run's saved config holds the decided values, so resuming and
+    # sampling see the same ones
+    default = tiny(tmp_path, name="default", dataset="mnist10k", max_steps=2, sample_every=2, save_every=2)
+    assert default.data.class_conditional is None and default.sample.guidance_scale is None
+    saved = read_checkpoint(train(default, log=quiet, progress=False).run_dir).config
+    assert (saved.data.class_conditional, saved.data.num_classes, saved.sample.guidance_scale) == (True, 10, 2.0)
+    assert 'class_conditional = true' in (tmp_path / "runs" / "default" / "config.toml").read_text()
+    other = read_checkpoint(train(tiny(tmp_path, name="digits", max_steps=2), log=quiet, progress=False).run_dir).config
+    assert (other.data.class_conditional, other.data.num_classes, other.sample.guidance_scale) == (False, 0, 1.0)
+    explicit = tiny(tmp_path, name="w1", dataset="mnist10k", max_steps=2, guidance_scale=1, class_conditional="false")
+    with pytest.raises(ConfigError, match="--guidance-scale needs a class-conditional run"):
+        train(tiny(tmp_path, name="bad", dataset="mnist10k", max_steps=2, guidance_scale=3, class_conditional="false"),
+              log=quiet, progress=False)
+    saved = read_checkpoint(train(explicit, log=quiet, progress=False).run_dir).config
+    assert (saved.data.class_conditional, saved.sample.guidance_scale) == (False, 1.0)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import (AUTO, RunConfig, apply_overrides, field_choices, field_help, field_index, is_auto_bool, load_toml,
-                     option_help)
+from .config import (AUTO, RunConfig, apply_overrides, field_choices, field_help, field_index, is_auto_bool, is_auto_float,
+                     load_toml, option_help)
 from .errors import ConfigError, DDPMError
 
 NOT_GIVEN = None
@@ -59,7 +59,8 @@ def add_config_options(parser: argparse.ArgumentParser, only: typing.Mapping[str
             group.add_argument("--no-" + flag[2:], dest=f"cfg_{name}", action="store_const", const="false",
                                help=f"the same as {flag} false")
         else:
-            meta = "A,B,..." if typing.get_origin(tp) is tuple else "NAME" if field_choices(name) else tp.__name__.upper()
+            meta = ("A,B,..." if typing.get_origin(tp) is tuple else "NAME" if field_choices(name)
+                    else f"FLOAT|{AUTO}" if is_auto_float(tp) else tp.__name__.upper())
             group.add_argument(flag, dest=f"cfg_{name}", metavar=meta, default=NOT_GIVEN, help=text)
 
 

@@ -131,11 +131,11 @@ class DiffusionConfig:
     """The forward process and the training objective (see :class:`ddpm.GaussianDiffusion`)."""
 
     timesteps: int = opt(1000, "T, the number of noising steps of the forward process")
-    beta_schedule: str = opt("linear", "how the noise level beta_t rises over the T steps", choices=_schedules)
+    beta_schedule: str = opt("cosine", "how the noise level beta_t rises over the T steps (Ho et al. 2020: linear; cosine: Nichol & Dhariwal 2021)", choices=_schedules)
     zero_terminal_snr: bool = opt(False, "rescale the schedule so the last step is pure noise (Lin et al. 2023)")
-    objective: str = opt("pred_noise", "what the network predicts: the noise, the clean image x0, or v", choices=_objectives)
+    objective: str = opt("pred_v", "what the network predicts: the noise (Ho et al. 2020), the clean image x0, or v (Salimans & Ho 2022)", choices=_objectives)
     loss_type: str = opt("l2", "the distance between prediction and target", choices=_loss_types)
-    min_snr_gamma: float = opt(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); 0 turns it off")
+    min_snr_gamma: float = opt(5.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); 0 turns it off")
     offset_noise_strength: float = opt(0.0, "scale of a per-channel offset added to the training noise (helps very dark or bright images); 0: none")
     vlb_weight: float = opt(0.001, "weight of the variational-bound term of the hybrid loss (used with --learned-variance)")
     p_uncond: float = opt(0.1, "class- and text-conditional runs: probability of dropping the label or caption, which classifier-free guidance needs")
@@ -151,7 +151,7 @@ class DataConfig:
     cache_dir: str = opt("", "where downloads and caches go; empty: ~/.cache/torch-ddpm")
     image_size: tuple[int, ...] = opt((), "resize to this size: one value (square) or height,width; empty: the data set's own size")
     channels: int = opt(0, "image channels, 1 (grayscale) or 3 (RGB), converting if needed; 0: the data set's own")
-    class_conditional: bool = opt(False, "train on the labels too, so ddpm sample --class N and guidance work")
+    class_conditional: bool | None = opt(None, "train on the labels too, so ddpm sample --class N and guidance work; auto: on for mnist10k (the default run; its digits take shape far sooner), off for the other data sets and for text-conditional runs")
     num_classes: int = opt(0, "number of classes; 0: taken from the data set (class-conditional runs fill it in)")
     text_conditional: bool = opt(False, "condition on captions: a folder's metadata.jsonl / metadata.csv / NAME.txt, or captions made from the labels of digits, mnist, fashion-mnist, cifar10, flowers102; dropped with probability p_uncond for guidance")
     text_vocab: tuple[str, ...] = opt((), "builtin text encoder: its words, filled in from the training captions; empty: not yet known")
@@ -196,7 +196,7 @@ class SampleConfig:
     sampler: str = opt("dpm++2m", "the sampler of the grids drawn during training and the default of ddpm sample", choices=_samplers)
     steps: int = opt(0, "model evaluations per image; 0: the sampler's default (all T for ancestral, 50 for ddim, 20 for dpm++)")
     eta: float = opt(0.0, "ddim only: noise added per step, 0 (deterministic) to 1 (like ancestral)")
-    guidance_scale: float = opt(1.0, "classifier-free guidance w for class-conditional runs; 1: plain conditional, larger: closer to the class")
+    guidance_scale: float | None = opt(None, "classifier-free guidance w for class-conditional runs; 1: plain conditional, larger: closer to the class; auto: 2 for class-conditional runs, 1 for the others (text-conditional runs set their own)")
     clip: str = opt("static", "clipping of the predicted x0: static to [-1, 1], dynamic (Imagen's thresholding) or none", choices=_clip_modes)
     grid: str = opt("", "which timesteps the sampler visits; empty: the sampler's own default grid", choices=_grids)
     final: str = opt("clean", "where the last step ends: clean (alpha_bar = 1: the last prediction of x0) or t0 (the noise level of timestep 0, diffusers' set_alpha_to_one=False)", choices=_finals)
@@ -269,9 +269,16 @@ def is_auto_bool(tp: Any) -> bool:
     return get_origin(tp) in (Union, types.UnionType) and set(get_args(tp)) == {bool, type(None)}
 
 
+def is_auto_float(tp: Any) -> bool:
+    """True for ``float | None``: a number that may also be left to the run ("auto")."""
+    return get_origin(tp) in (Union, types.UnionType) and set(get_args(tp)) == {float, type(None)}
+
+
 def _describe(tp: Any) -> str:
     if is_auto_bool(tp):
         return f"true, false or {AUTO!r}"
+    if is_auto_float(tp):
+        return f"a number or {AUTO!r}"
     if get_origin(tp) is tuple:
         item = get_args(tp)[0]
         return "a list of " + {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}[item]
@@ -287,8 +294,14 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if value == AUTO:
             return None
         raise ConfigError(f"{where} must be {_describe(tp)}; got {value!r}")
+    if is_auto_float(tp):
+        if value == AUTO:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be {_describe(tp)}; got {value!r}")
     if origin in (Union, types.UnionType):
-        raise AssertionError("the only optional config fields are bool | None")  # pragma: no cover
+        raise AssertionError("the only optional config fields are bool | None and float | None")  # pragma: no cover
     if origin is tuple:
         if isinstance(value, (int, float)):  # a scalar is a list of one (image_size = 32)
             value = [value]
@@ -324,8 +337,10 @@ def parse_text(text: str, tp: Any, where: str) -> Any:
         if lowered == AUTO and tp is not bool:
             return None
         raise ConfigError(f"{where} must be {_describe(tp)}; got {text!r}")
+    if is_auto_float(tp) and text.strip().lower() == AUTO:
+        return None
     try:
-        return tp(text) if tp in (int, float) else text
+        return float(text) if is_auto_float(tp) else tp(text) if tp in (int, float) else text
     except ValueError:
         raise ConfigError(f"{where} must be {_describe(tp)}; got {text!r}") from None
 
@@ -421,6 +436,14 @@ def to_toml(config: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def resolved_guidance(guidance_scale: float | None, class_conditional: bool) -> float:
+    """The guidance w a sampler uses: auto (None) is 2 for a class-conditional model (its digits
+    come out far more often recognisable than at plain conditional sampling, w = 1), else 1."""
+    if guidance_scale is None:
+        return 2.0 if class_conditional else 1.0
+    return guidance_scale
+
+
 def _default(name: str) -> Any:
     section, _f, _tp = field_index()[name]
     return getattr(RunConfig(), name) if section is None else getattr(getattr(RunConfig(), section), name)
@@ -473,6 +496,7 @@ __all__ = [
     "field_index",
     "from_dict",
     "is_auto_bool",
+    "is_auto_float",
     "load_toml",
     "opt",
     "to_dict",

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .config import SampleConfig
+from .config import SampleConfig, resolved_guidance
 from .errors import ConfigError
 from .facade import GaussianDiffusion
 from .fileio import atomic_write_text
@@ -73,7 +73,7 @@ def generate(
                 threshold_max=sample.threshold_max or None,
                 clipped_eps=sample.clipped_eps,
                 classes=batch_labels,
-                guidance_scale=sample.guidance_scale,
+                guidance_scale=resolved_guidance(sample.guidance_scale, bool(diffusion.num_classes)),
                 generator=g,
                 callback=step_fn,
                 prompts=batch_prompts,
@@ -173,6 +173,7 @@ def sample_to_directory(
              "final": final, "threshold_percentile": threshold_percentile, "threshold_max": threshold_max,
              "clipped_eps": clipped_eps}
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
+    settings = replace(settings, guidance_scale=resolved_guidance(settings.guidance_scale, bool(diffusion.num_classes)))
     if num < 1 or batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be positive; got {num} and {batch_size}")
     text_run = diffusion.text_conditional

@@ -102,5 +102,5 @@ def check_sample_settings(sc: SampleConfig, schedule: Schedule, class_conditiona
     check_options("pred_noise", "fixed_small", sc.clip, sc.final, sc.threshold_percentile, sc.threshold_max or None)
     if not sc.clipped_eps and sc.sampler != "ddim":
         raise ConfigError(f"--no-clipped-eps applies only to the ddim sampler, not to {sc.sampler}")
-    if sc.guidance_scale != 1.0 and not class_conditional:
+    if sc.guidance_scale not in (None, 1.0) and not class_conditional:
         raise ConfigError("--guidance-scale needs a class-conditional run (--class-conditional) or a text-conditional one")

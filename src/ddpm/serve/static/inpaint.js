@@ -87,9 +87,10 @@ function request() {
     seed: Number($("inpaint-seed").value),
     n: Number($("inpaint-n").value),
   };
-  if (run.conditioning !== "none") body.guidance_scale = Number($("inpaint-guidance").value);
   if (run.conditioning === "class" && $("inpaint-class").value !== "none") body.class = Number($("inpaint-class").value);
   if (run.conditioning === "text" && $("inpaint-prompt").value.trim()) body.prompt = $("inpaint-prompt").value;
+  // guidance needs a condition to guide towards: without a class or prompt the fill is unconditional
+  if (body.class !== undefined || body.prompt !== undefined) body.guidance_scale = Number($("inpaint-guidance").value);
   return body;
 }
 
