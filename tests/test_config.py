@@ -121,10 +121,11 @@ def test_auto_guidance_and_auto_class_conditioning_resolve_as_documented():
     assert resolved_class_conditional(DataConfig()) is True  # the default data set, mnist10k
     assert resolved_class_conditional(DataConfig(text_conditional=True)) is False
     assert resolved_class_conditional(DataConfig(class_conditional=False)) is False
-    for dataset in ("digits", "mnist", "cifar10", "folder:x"):
+    assert resolved_class_conditional(DataConfig(dataset="mnist")) is True
+    for dataset in ("digits", "fashion-mnist", "cifar10", "flowers102", "folder:x"):
         assert resolved_class_conditional(DataConfig(dataset=dataset)) is False, dataset
         assert resolved_class_conditional(DataConfig(dataset=dataset, class_conditional=True)) is True
-    assert "auto: on for mnist10k" in field_help("class_conditional")
+    assert "auto: on for the MNIST digits (mnist10k" in field_help("class_conditional")
 
 
 def test_overrides_leave_the_original_alone():

@@ -151,7 +151,7 @@ class DataConfig:
     cache_dir: str = opt("", "where downloads and caches go; empty: ~/.cache/torch-ddpm")
     image_size: tuple[int, ...] = opt((), "resize to this size: one value (square) or height,width; empty: the data set's own size")
     channels: int = opt(0, "image channels, 1 (grayscale) or 3 (RGB), converting if needed; 0: the data set's own")
-    class_conditional: bool | None = opt(None, "train on the labels too, so ddpm sample --class N and guidance work; auto: on for mnist10k (the default run; its digits take shape far sooner), off for the other data sets and for text-conditional runs")
+    class_conditional: bool | None = opt(None, "train on the labels too, so ddpm sample --class N and guidance work; auto: on for the MNIST digits (mnist10k, the default run, and mnist: measured to take shape far sooner with them), off for the other data sets and for text-conditional runs")
     num_classes: int = opt(0, "number of classes; 0: taken from the data set (class-conditional runs fill it in)")
     text_conditional: bool = opt(False, "condition on captions: a folder's metadata.jsonl / metadata.csv / NAME.txt, or captions made from the labels of digits, mnist, fashion-mnist, cifar10, flowers102; dropped with probability p_uncond for guidance")
     text_vocab: tuple[str, ...] = opt((), "builtin text encoder: its words, filled in from the training captions; empty: not yet known")
