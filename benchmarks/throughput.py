@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import json
-import math
 import multiprocessing as mp
 import os
 import resource
