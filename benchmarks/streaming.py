@@ -12,7 +12,7 @@
 The folders are synthetic JPEGs (smooth random colour fields, ``--source-size`` pixels square,
 resized to 64x64 on the fly), written under ``--work`` and deleted at the end.
 
-    python benchmarks/streaming.py --work /tmp/stream-bench          # ~10 min on 2 CPU cores
+    python benchmarks/streaming.py --work /tmp/stream-bench          # ~12 min on 2 CPU cores
 """
 
 from __future__ import annotations
