@@ -68,7 +68,7 @@ def main() -> None:
                                                "runs_dir": runs, "name": "leak"})
         record(0)
         result = train(config, log=log, progress=False)
-    print(f"trained {result.step} steps of the default digits model in {result.elapsed_s:.0f} s "
+    print(f"trained {result.step} steps of the default model in {result.elapsed_s:.0f} s "
           f"({torch.get_num_threads()} torch threads), final loss {result.last_loss:.4f}\n")
     print(f"{'step':>6} {'seconds':>8} {'RSS MB':>8} {'peak MB':>8} {'objects':>8}")
     for step, seconds, rss, peak, objects in samples:

@@ -117,6 +117,7 @@ def load_or_train_model(run_dir: Path, config_path: str, data_dir: str, train_mi
         config = apply_overrides(load_toml(config_path), {
             "data_dir": data_dir, "runs_dir": str(run_dir.parent), "name": run_dir.name,
             "max_minutes": str(train_minutes), "tensorboard": "false",
+            "class_conditional": "false",  # the samplers are compared on an unconditional model
         })
         log(f"{run_dir} does not exist: training it from {config_path} for at most {train_minutes} minutes")
         result = train(config, log=log, progress=False)

@@ -85,6 +85,21 @@ def test_inpaint_writes_results_input_mask_grid_and_record(run, pictures, tmp_pa
     assert json.loads((tmp_path / "d" / "sample.json").read_text())["edit"]["box"] == "2,2,6,6"
 
 
+def test_edits_of_a_class_conditional_run_guide_as_the_run_does_unless_told(pictures, tmp_path):
+    # without --guidance-scale, an edit towards a class uses the run's own guidance (here 3, as
+    # the default run's auto is 2); with no class there is nothing to guide towards: w = 1
+    cond = train(apply_overrides(RunConfig(), {**TINY, "runs_dir": str(tmp_path), "name": "c", "class_conditional": "true",
+                                               "guidance_scale": "3"}), log=lambda m: None, progress=False).run_dir
+    base = ["--run", str(cond), "--image", str(pictures / "in.png"), "--n", "1"]
+    edits = {"inpaint": ["inpaint", *base, "--box", "2,2,6,6", "--steps", "4", "--jump-n-sample", "1"],
+             "img2img": ["img2img", *base, "--strength", "0.5", "--sampler", "ddim", "--steps", "2"]}
+    for kind, args in edits.items():
+        for extra, want in ((["--class", "3"], 3.0), (["--class", "3", "--guidance-scale", "1.5"], 1.5), ([], 1.0)):
+            out = tmp_path / f"{kind}-{len(extra)}"
+            assert main([*args, *extra, "--out", str(out)]) == 0, (kind, extra)
+            assert json.loads((out / "sample.json").read_text())["guidance_scale"] == want, (kind, extra)
+
+
 def test_img2img_writes_results_input_grid_and_record(run, pictures, tmp_path, capsys):
     args = ["img2img", "--run", str(run), "--image", str(pictures / "in.png"), "--strength", "0.5", "--n", "2",
             "--sampler", "ddim", "--steps", "3"]

@@ -271,7 +271,7 @@ def add_edit_options(parser: argparse.ArgumentParser, name: str) -> None:
                         "the unconditional model)")
     parser.add_argument("--prompt", metavar="TEXT", help="text-conditional runs: the caption every result is drawn "
                         "towards (default: none, the null caption)")
-    parser.add_argument("--guidance-scale", type=float, default=1.0, help=sampling_help("guidance_scale", "1"))
+    parser.add_argument("--guidance-scale", type=float, help=sampling_help("guidance_scale", "the run's own with --class or --prompt, else 1"))
     parser.add_argument("--clip", help=sampling_help("clip"))
     parser.add_argument("--out", metavar="DIR", help=f"output directory (default: RUN/generated/{name}-step<N>-seed<S>-<time>)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out directory")
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
-        help="train a model (default: the built-in 8x8 digits, a few minutes on a laptop CPU)",
+        help="train a model (default: class-conditional mnist10k, 28x28 digits shipped with the package, about 3 minutes on 2 CPU cores)",
         description="Train a diffusion model. Settings come from the defaults, then --config FILE (TOML), "
         "then the options below; the run directory records the result.",
     )

@@ -196,7 +196,7 @@ class SampleConfig:
     sampler: str = opt("dpm++2m", "the sampler of the grids drawn during training and the default of ddpm sample", choices=_samplers)
     steps: int = opt(0, "model evaluations per image; 0: the sampler's default (all T for ancestral, 50 for ddim, 20 for dpm++)")
     eta: float = opt(0.0, "ddim only: noise added per step, 0 (deterministic) to 1 (like ancestral)")
-    guidance_scale: float | None = opt(None, "classifier-free guidance w for class-conditional runs; 1: plain conditional, larger: closer to the class; auto: 2 for class-conditional runs, 1 for the others (text-conditional runs set their own)")
+    guidance_scale: float | None = opt(None, "classifier-free guidance w for class-conditional runs; 1: plain conditional, larger: closer to the class; auto: 2 for class-conditional runs, 1 for the others, text-conditional runs included (set a number, e.g. 3, for prompt guidance)")
     clip: str = opt("static", "clipping of the predicted x0: static to [-1, 1], dynamic (Imagen's thresholding) or none", choices=_clip_modes)
     grid: str = opt("", "which timesteps the sampler visits; empty: the sampler's own default grid", choices=_grids)
     final: str = opt("clean", "where the last step ends: clean (alpha_bar = 1: the last prediction of x0) or t0 (the noise level of timestep 0, diffusers' set_alpha_to_one=False)", choices=_finals)

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .config import resolved_guidance
 from .data.folder import FORMATS, load_image
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
@@ -112,6 +113,16 @@ def check_keep_mask(keep: Tensor, source: str) -> None:
         raise ConfigError(f"{source} {what}, so no pixel is kept; use ddpm sample to draw new images, or keep part of it")
 
 
+def _guidance(guidance_scale: float | None, ckpt, classes: Sequence[int] | None, prompt: str | None) -> float:
+    """The guidance w of an edit: the one given, else the run's own (its resolved [sample]
+    guidance_scale) when a class or a prompt is given, else 1 (nothing to guide towards)."""
+    if guidance_scale is not None:
+        return guidance_scale
+    if not classes and prompt is None:
+        return 1.0
+    return resolved_guidance(ckpt.config.sample.guidance_scale, bool(ckpt.config.data.class_conditional))
+
+
 def _condition(diffusion, num: int, classes: Sequence[int] | None, prompt: str | None,
                guidance_scale: float) -> list[int] | None:
     """The class label of each result (or None), with the prompt and guidance checked."""
@@ -181,7 +192,7 @@ def inpaint_to_directory(
     grid: str = DEFAULT_GRID,
     clip: str | None = None,
     classes: Sequence[int] | None = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: float | None = None,
     prompt: str | None = None,
     use_ema: bool = True,
     device: str = "auto",
@@ -198,6 +209,7 @@ def inpaint_to_directory(
     if (mask is None) == (box is None):
         raise ConfigError("give the region to generate as --mask FILE or as --box x0,y0,x1,y1 (one of them)")
     diffusion, ckpt = load_for_sampling(source, use_ema=use_ema, device=device)
+    guidance_scale = _guidance(guidance_scale, ckpt, classes, prompt)
     size, channels = diffusion.image_size, diffusion.channels
     picture = read_image(image, size, channels, log=log)
     if mask is not None:
@@ -280,7 +292,7 @@ def img2img_to_directory(
     grid: str | None = None,
     clip: str | None = None,
     classes: Sequence[int] | None = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: float | None = None,
     prompt: str | None = None,
     use_ema: bool = True,
     device: str = "auto",
@@ -298,6 +310,7 @@ def img2img_to_directory(
     if isinstance(strength, bool) or not 0.0 < strength <= 1.0:
         raise ConfigError(f"--strength must lie in (0, 1] (1: plain sampling); got {strength!r}")
     diffusion, ckpt = load_for_sampling(source, use_ema=use_ema, device=device)
+    guidance_scale = _guidance(guidance_scale, ckpt, classes, prompt)
     given = {"sampler": sampler, "steps": steps, "eta": eta, "grid": grid, "clip": clip}
     settings = replace(ckpt.config.sample, guidance_scale=guidance_scale, **{k: v for k, v in given.items() if v is not None})
     check_sample_settings(replace(settings, steps=0), diffusion.schedule, bool(diffusion.num_classes))

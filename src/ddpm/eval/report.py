@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..config import SampleConfig
+from ..config import SampleConfig, resolved_guidance
 from ..data import get_dataset
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
@@ -108,6 +108,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
     diffusion, ckpt = load_for_sampling(run, use_ema=settings.use_ema, device=settings.device)
     config, device = ckpt.config, diffusion.device
     sample = settings.sample or config.sample
+    sample = replace(sample, guidance_scale=resolved_guidance(sample.guidance_scale, bool(diffusion.num_classes)))
     if settings.classes and not diffusion.num_classes:
         raise ConfigError("--class needs a class-conditional run (trained with --class-conditional)")
     labels = class_layout(settings.num_samples, diffusion.num_classes, settings.classes) if diffusion.num_classes else None
