@@ -24,7 +24,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .config import resolved_guidance
 from .data.folder import FORMATS, load_image
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
@@ -114,13 +113,14 @@ def check_keep_mask(keep: Tensor, source: str) -> None:
 
 
 def _guidance(guidance_scale: float | None, ckpt, classes: Sequence[int] | None, prompt: str | None) -> float:
-    """The guidance w of an edit: the one given, else the run's own (its resolved [sample]
-    guidance_scale) when a class or a prompt is given, else 1 (nothing to guide towards)."""
+    """The guidance w of an edit: the one given, else the run's own (its [sample] guidance_scale,
+    a number since training resolved it) when a class or a prompt is given, else 1 (nothing to
+    guide towards)."""
     if guidance_scale is not None:
         return guidance_scale
     if not classes and prompt is None:
         return 1.0
-    return resolved_guidance(ckpt.config.sample.guidance_scale, bool(ckpt.config.data.class_conditional))
+    return ckpt.config.sample.guidance_scale
 
 
 def _condition(diffusion, num: int, classes: Sequence[int] | None, prompt: str | None,

@@ -173,7 +173,6 @@ def sample_to_directory(
              "final": final, "threshold_percentile": threshold_percentile, "threshold_max": threshold_max,
              "clipped_eps": clipped_eps}
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
-    settings = replace(settings, guidance_scale=resolved_guidance(settings.guidance_scale, bool(diffusion.num_classes)))
     if num < 1 or batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be positive; got {num} and {batch_size}")
     text_run = diffusion.text_conditional

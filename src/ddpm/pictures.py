@@ -24,7 +24,6 @@ from PIL import Image
 from .data import get_dataset
 from .errors import ConfigError
 from .fileio import atomic_write
-from .config import resolved_guidance
 from .generate import class_layout, load_for_sampling
 from .training.validate import check_sample_settings, resolved_steps_and_grid
 from .schedules import SCHEDULES, get_schedule
@@ -102,7 +101,6 @@ def reverse_picture(
     diffusion, ckpt = load_for_sampling(run, device=device)
     given = {"sampler": sampler, "steps": steps, "eta": eta, "guidance_scale": guidance_scale}
     settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
-    settings = replace(settings, guidance_scale=resolved_guidance(settings.guidance_scale, bool(diffusion.num_classes)))
     if diffusion.text_conditional and prompt is None:
         if guidance_scale is not None and guidance_scale != 1.0:
             raise ConfigError("--guidance-scale needs a --prompt on a text-conditional run")

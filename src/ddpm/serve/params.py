@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from ..config import SampleConfig, resolved_guidance
+from ..config import SampleConfig
 from ..errors import ConfigError
 from ..generate import class_layout
 from ..sampling import SAMPLERS, get_timesteps
@@ -135,7 +135,6 @@ def parse_generate(body: Any, run: RunInfo, max_images: int) -> GenerateRequest:
             raise ConfigError("guidance_scale needs a prompt on a text-conditional run; give a prompt or set guidance to 1")
         given["guidance_scale"] = 1.0
     settings = replace(run.config.sample, **given)
-    settings = replace(settings, guidance_scale=resolved_guidance(settings.guidance_scale, run.conditioning == "class"))
     guided = run.conditioning != "none"  # classifier-free guidance needs a condition to guide by
     if settings.guidance_scale != 1.0 and not guided:
         raise ConfigError(
