@@ -38,9 +38,9 @@ from ddpm.data import get_dataset
 from ddpm.eval import classifier_extractor, compute_statistics, frechet_distance, kernel_distance
 from ddpm.eval.report import EvalSettings, get_classifier
 from ddpm.fileio import atomic_write_text
-from ddpm.generate import load_for_sampling
+from ddpm.runs.load import load_for_sampling
 from ddpm.training.batches import derived_seed
-from ddpm.training.checkpoint import read_checkpoint
+from ddpm.runs.checkpoint import read_checkpoint
 from ddpm.viz import save_grid
 
 TARGET = (4, "ancestral@1000", 1.5)  # the student's steps, the reference cell, the largest ratio

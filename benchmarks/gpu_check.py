@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from ddpm.models import Unet  # noqa: E402
 from ddpm.models.layers import Attention  # noqa: E402
-from ddpm.training.build import adamw_kernel, use_bf16  # noqa: E402
+from ddpm.runs.build import adamw_kernel, use_bf16  # noqa: E402
 
 
 class Skip(Exception):
@@ -195,7 +195,7 @@ def check_ddp_nccl(device, args) -> str:
         one = run([sys.executable, "-m", "ddpm", "train", *tiny, "--batch-size", "16", "--runs-dir", tmp, "--name", "one"],
                   timeout=600)
         assert one.returncode == 0, one.stderr[-3000:]
-        from ddpm.training.checkpoint import read_checkpoint
+        from ddpm.runs.checkpoint import read_checkpoint
 
         a, b = read_checkpoint(Path(tmp) / "two").weights(ema=False), read_checkpoint(Path(tmp) / "one").weights(ema=False)
         diff = max(float((a[k] - b[k]).abs().max()) for k in a)

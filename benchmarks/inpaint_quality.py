@@ -33,7 +33,7 @@ from ddpm.data import get_dataset
 from ddpm.eval.classifier import predict
 from ddpm.eval.report import EvalSettings, get_classifier
 from ddpm.fileio import atomic_write_text
-from ddpm.generate import load_for_sampling
+from ddpm.runs.load import load_for_sampling
 from ddpm.sampling.inpaint import model_evaluations
 from ddpm.training.batches import derived_seed
 from ddpm.viz import save_grid

@@ -42,8 +42,9 @@ from ddpm.eval.features import classifier_extractor, compute_statistics, load_st
 from ddpm.eval.metrics import frechet_distance, kernel_distance
 from ddpm.eval.report import EvalSettings, _cache_root, _data_key, _load_split, get_classifier
 from ddpm.fileio import atomic_write_text
-from ddpm.generate import class_layout, generate, load_for_sampling
-from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
+from ddpm.generate import class_layout, generate
+from ddpm.runs.load import load_for_sampling
+from ddpm.runs.checkpoint import list_checkpoints, read_checkpoint
 from ddpm.viz import save_grid
 
 CONFIDENT = 0.9

@@ -57,7 +57,7 @@ from ddpm.eval import (
 )
 from ddpm.errors import CheckpointError
 from ddpm.fileio import atomic_write_text
-from ddpm.generate import load_for_sampling
+from ddpm.runs.load import load_for_sampling
 from ddpm.sampling import DEFAULT_GRIDS, get_sampler, get_timesteps
 from ddpm.training.batches import derived_seed
 from ddpm.viz import save_grid

@@ -27,7 +27,8 @@ import torch
 from ddpm.eval.prompts import prompt_accuracy, trained_prompts
 from ddpm.eval.report import EvalSettings, get_classifier
 from ddpm.fileio import atomic_write_text
-from ddpm.generate import generate, load_for_sampling
+from ddpm.generate import generate
+from ddpm.runs.load import load_for_sampling
 from ddpm.text.prompts import read_labelled_prompts
 from ddpm.viz import save_grid
 

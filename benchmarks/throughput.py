@@ -47,7 +47,7 @@ from ddpm import GaussianDiffusion
 from ddpm.models import Unet
 from ddpm.models.layers import Attention
 from ddpm.sampling import sample as run_sampler
-from ddpm.training.build import adamw_kernel, use_bf16
+from ddpm.runs.build import adamw_kernel, use_bf16
 from ddpm.training.ema import EMA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +110,7 @@ class TrainSpec:
     net: Net
     bf16: bool = False
     channels_last: bool = False
-    optimizer: str = "fused"  # ours: fused or foreach (the loop's choice: ddpm.training.build.adamw_kernel)
+    optimizer: str = "fused"  # ours: fused or foreach (the loop's choice: ddpm.runs.build.adamw_kernel)
     attn: str = "auto"
     grad_checkpoint: bool = False
     compile: bool = False

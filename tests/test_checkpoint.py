@@ -8,7 +8,7 @@ import torch
 
 from ddpm.config import RunConfig
 from ddpm.errors import CheckpointError
-from ddpm.training.checkpoint import (
+from ddpm.runs.checkpoint import (
     list_checkpoints,
     load_model_weights,
     load_state,
@@ -121,11 +121,11 @@ def test_a_config_describing_a_huge_model_is_refused_before_allocating(tmp_path)
     import tracemalloc
 
     from ddpm.config import apply_overrides
-    from ddpm.generate import load_for_sampling
+    from ddpm.runs.load import load_for_sampling
 
     small = apply_overrides(RunConfig(), {"dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8",
                                           "image_size": "8", "channels": "1"})
-    from ddpm.training.build import build_unet
+    from ddpm.runs.build import build_unet
 
     weights = build_unet(small).state_dict()
     huge = apply_overrides(small, {"dim": "100000"})  # about 10^12 parameters if it were built

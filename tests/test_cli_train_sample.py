@@ -11,7 +11,7 @@ from PIL import Image
 
 from ddpm import __version__
 from ddpm.cli import main
-from ddpm.records import read_record
+from ddpm.runs.records import read_record
 
 TINY = ["--dataset", "digits", "--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
         "--batch-size", "8", "--log-every", "2", "--sample-every", "0", "--save-every", "0", "--num-samples", "4",
@@ -160,7 +160,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted at step" in err and "checkpoint saved to" in err and "Traceback" not in err
-    from ddpm.training.checkpoint import read_checkpoint
+    from ddpm.runs.checkpoint import read_checkpoint
 
     assert read_checkpoint(tmp_path / "stop").step >= 4
 

@@ -64,7 +64,7 @@ def test_bad_overrides():
 def test_bf16_is_true_false_or_auto_in_toml_json_and_on_the_command_line(tmp_path):
     from ddpm.cli import build_parser, config_overrides
 
-    assert RunConfig().train.bf16 is None  # auto: decided by the device (ddpm.training.build.use_bf16)
+    assert RunConfig().train.bf16 is None  # auto: decided by the device (ddpm.runs.build.use_bf16)
     assert "bf16 = \"auto\"" in to_toml(RunConfig()) and to_dict(RunConfig())["train"]["bf16"] == "auto"
     for text, want in (('"auto"', None), ("true", True), ("false", False)):
         path = tmp_path / "c.toml"

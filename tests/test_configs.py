@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm.config import load_toml
-from ddpm.training.build import build_diffusion
+from ddpm.runs.build import build_diffusion
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
 SIZES = {"digits": ((8, 8), 1), "mnist10k": ((28, 28), 1), "mnist": ((28, 28), 1), "fashion-mnist": ((28, 28), 1), "cifar10": ((32, 32), 3)}

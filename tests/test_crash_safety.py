@@ -36,8 +36,8 @@ import torch
 
 from ddpm.cli import main
 from ddpm.errors import CheckpointError
-from ddpm.training.build import build_diffusion
-from ddpm.training.checkpoint import list_checkpoints, load_model_weights, read_checkpoint
+from ddpm.runs.build import build_diffusion
+from ddpm.runs.checkpoint import list_checkpoints, load_model_weights, read_checkpoint
 
 TINY = ["--dataset", "digits", "--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
         "--batch-size", "8", "--sampler", "ddim", "--steps", "4", "--num-samples", "4", "--no-tensorboard",

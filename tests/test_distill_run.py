@@ -14,8 +14,9 @@ from ddpm.cli import main
 from ddpm.config import RunConfig, apply_overrides, load_toml
 from ddpm.distill import progressive_distillation
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.generate import generate, load_for_sampling
-from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
+from ddpm.generate import generate
+from ddpm.runs.load import load_for_sampling
+from ddpm.runs.checkpoint import list_checkpoints, read_checkpoint
 from ddpm.training.loop import TrainingInterrupted, train
 
 TINY = {"dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",

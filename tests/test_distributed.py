@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ddpm.config import RunConfig, apply_overrides
-from ddpm.training.checkpoint import read_checkpoint
+from ddpm.runs.checkpoint import read_checkpoint
 from ddpm.training.loop import train
 
 TINY = ["--dataset", "digits", "--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",

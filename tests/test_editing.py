@@ -9,7 +9,7 @@ from PIL import Image
 from ddpm.cli import main
 from ddpm.config import RunConfig, apply_overrides
 from ddpm.editing import box_mask, read_image
-from ddpm.records import describe, read_record
+from ddpm.runs.records import describe, read_record
 from ddpm.sampling.inpaint import model_evaluations
 from ddpm.training.loop import train
 

@@ -263,7 +263,7 @@ def test_samplers_synchronise_only_while_setting_up_on_cuda(name):
 
 
 def test_bf16_is_used_where_it_is_fast_and_adamw_is_fused_on_cpu_and_cuda(monkeypatch):
-    from ddpm.training.build import adamw_kernel, bf16_is_fast, use_bf16
+    from ddpm.runs.build import adamw_kernel, bf16_is_fast, use_bf16
 
     cpu = torch.device("cpu")
     for avx512_bf16, amx, want in ((False, False, False), (True, False, True), (False, True, True)):

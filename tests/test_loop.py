@@ -8,7 +8,7 @@ from PIL import Image
 
 from ddpm.config import RunConfig, apply_overrides, load_toml
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
+from ddpm.runs.checkpoint import list_checkpoints, read_checkpoint
 from ddpm.training.loop import TrainingInterrupted, train
 
 TINY = {
@@ -146,7 +146,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
 def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_clearly(tmp_path, monkeypatch):
     import errno
 
-    import ddpm.training.checkpoint as checkpoint
+    import ddpm.runs.checkpoint as checkpoint
 
     real = checkpoint.save_file
     calls = {"n": 0}
@@ -168,7 +168,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_clearly(tmp_path, m
 
 
 def test_bf16_auto_follows_the_device_and_the_optimizer_is_fused_on_a_cpu(tmp_path, monkeypatch):
-    import ddpm.training.build as build
+    import ddpm.runs.build as build
 
     runs = {}
     for name, fast, setting in (("auto-fast", True, "auto"), ("auto-slow", False, "auto"), ("off", True, "false"), ("on", False, "true")):
@@ -189,7 +189,7 @@ def test_bf16_auto_follows_the_device_and_the_optimizer_is_fused_on_a_cpu(tmp_pa
 def test_a_run_in_use_is_refused_before_its_checkpoints_are_judged(tmp_path):
     # a live writer may add a checkpoint at any moment: resuming takes the run's lock first, so the
     # answer is "in use" even for a checkpoint that is (or is about to be) no longer the latest
-    from ddpm.training.run_dir import RunLock
+    from ddpm.runs.run_dir import RunLock
 
     run = train(tiny(tmp_path, name="live", max_steps=4, save_every=2), log=quiet, progress=False).run_dir
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002", "step_00000004"]
@@ -207,7 +207,7 @@ def test_the_trainer_drops_labels_with_p_uncond(tmp_path):
     # p_uncond = 1 the ten class rows stay at their initial values and only the null row (10)
     # learns; with p_uncond = 0 the null row stays and the rows of the classes drawn learn
     # (AdamW without weight decay)
-    from ddpm.training.build import build_unet
+    from ddpm.runs.build import build_unet
 
     rows = {}
     for p in ("1.0", "0.0"):

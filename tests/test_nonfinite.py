@@ -15,7 +15,7 @@ from ddpm.config import RunConfig, apply_overrides
 from ddpm.data import get_dataset
 from ddpm.data.base import ImageDataset
 from ddpm.training.batches import BatchPlan
-from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
+from ddpm.runs.checkpoint import list_checkpoints, read_checkpoint
 from ddpm.training.loop import train
 
 TINY = {

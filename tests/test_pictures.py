@@ -79,7 +79,7 @@ def test_viz_command(run, tmp_path, capsys):
 def test_the_last_frame_is_the_sample(run, tmp_path):
     import numpy as np
 
-    from ddpm.generate import load_for_sampling
+    from ddpm.runs.load import load_for_sampling
 
     anim, still = reverse_picture(run, tmp_path / "a.gif", still=tmp_path / "a.png", num_images=1, sampler="ddim",
                                   steps=3, columns=4)

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from ddpm.errors import ConfigError
-from ddpm.training.run_dir import METRICS, MetricsLog, RunLock, new_run_dir
+from ddpm.runs.run_dir import METRICS, MetricsLog, RunLock, new_run_dir
 
 
 def test_new_run_dir_never_clobbers(tmp_path):

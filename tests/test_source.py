@@ -12,7 +12,7 @@ from ddpm.config import RunConfig, apply_overrides
 from ddpm.data.stream import open_folder_stream
 from ddpm.errors import ConfigError
 from ddpm.training.batches import BatchPlan
-from ddpm.training.checkpoint import read_checkpoint
+from ddpm.runs.checkpoint import read_checkpoint
 from ddpm.training.loop import train
 from ddpm.training.source import PlanBatches, StreamingSource, default_workers
 

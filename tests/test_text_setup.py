@@ -13,7 +13,7 @@ from ddpm.facade import GaussianDiffusion
 from ddpm.generate import sample_to_directory
 from ddpm.text.cache import CACHE_FILE, load_caption_embeddings
 from ddpm.training import text_setup
-from ddpm.training.checkpoint import read_checkpoint
+from ddpm.runs.checkpoint import read_checkpoint
 from ddpm.training.loop import train
 
 TINY = {

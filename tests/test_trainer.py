@@ -10,7 +10,7 @@ from PIL import Image
 
 from ddpm import GaussianDiffusion, Trainer, Unet
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.training.checkpoint import list_checkpoints, read_checkpoint
+from ddpm.runs.checkpoint import list_checkpoints, read_checkpoint
 
 # lucidrains/denoising-diffusion-pytorch's README example as the issue quotes it, with small sizes:
 # only the import line differs from the original.

@@ -22,7 +22,7 @@ from ddpm.errors import CheckpointError
 from ddpm.eval.classifier import INFO_FILE, WEIGHTS_FILE, SmallClassifier, load_classifier, save_classifier
 from ddpm.eval.features import load_statistics, save_statistics
 from ddpm.eval.inception import InceptionFeatures
-from ddpm.training.checkpoint import list_checkpoints
+from ddpm.runs.checkpoint import list_checkpoints
 
 TINY = ["--dataset", "digits", "--dim", "8", "--dim-mults", "1,2", "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20",
         "--batch-size", "8", "--log-every", "2", "--sample-every", "0", "--save-every", "0", "--num-samples", "4",

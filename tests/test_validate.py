@@ -4,9 +4,9 @@ import pytest
 
 from ddpm.config import RunConfig, apply_overrides
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.training.checkpoint import read_checkpoint
+from ddpm.runs.checkpoint import read_checkpoint
 from ddpm.training.loop import train
-from ddpm.training.validate import validate_config
+from ddpm.runs.validate import validate_config
 
 TINY = {"dataset": "digits", "dim": "8", "dim_mults": "1,2", "attn_heads": "2", "attn_dim_head": "8", "timesteps": "20", "batch_size": "8",
         "sample_every": "0", "save_every": "2", "num_samples": "4", "sampler": "ddim", "steps": "4", "tensorboard": "false",

@@ -4,13 +4,14 @@ The math lives in plain modules (``schedules``, ``diffusion``, ``likelihood``, `
 ``sampling``); ``GaussianDiffusion`` and ``Unet`` give the familiar object API on top.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .errors import CheckpointError, ConfigError, DataError, DDPMError
 from .facade import GaussianDiffusion
 from .likelihood import bits_per_dim
 from .losses import training_losses
 from .models import Unet
+from .runs.load import load_run
 from .sampling import (
     SAMPLERS,
     get_timesteps,
@@ -39,6 +40,7 @@ __all__ = [
     "bits_per_dim",
     "get_schedule",
     "get_timesteps",
+    "load_run",
     "guided_model_fn",
     "sample",
     "sample_ancestral",

@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from ._version import __version__
 from .config import (AUTO, RunConfig, apply_overrides, field_choices, field_help, field_index, is_auto_bool, is_auto_float,
                      load_toml, option_help)
 from .errors import ConfigError, DDPMError
@@ -94,7 +94,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training.checkpoint import read_checkpoint
+    from .runs.checkpoint import read_checkpoint
     from .training.loop import TrainingInterrupted, train
 
     overrides = config_overrides(args)
@@ -186,7 +186,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .eval.report import EvalSettings, evaluate_run, format_table
-    from .training.checkpoint import read_checkpoint
+    from .runs.checkpoint import read_checkpoint
 
     sample = None
     given = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance_scale": args.guidance_scale,

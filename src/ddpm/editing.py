@@ -8,7 +8,7 @@ diffusers' inpainting pipelines use); ``box`` gives a rectangle to generate inst
 
 Each command writes ``00000.png``... (the results), ``input.png`` (the image as the model saw it),
 ``mask.png`` (inpaint), ``grid.png`` (input, mask and results side by side) and ``sample.json``,
-the recipe (:func:`ddpm.records.edit_record`), also carried by every PNG.
+the recipe (:func:`ddpm.runs.records.edit_record`), also carried by every PNG.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from torch import Tensor
 from .data.folder import FORMATS, load_image
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
-from .generate import class_layout, load_for_sampling
-from .records import describe, edit_record, png_text
+from .generate import class_layout
+from .runs.load import load_for_sampling
+from .runs.records import describe, edit_record, png_text
 from .sampling.inpaint import DEFAULT_GRID, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
 from .training.batches import derived_seed
 from .viz import save_grid, save_image
@@ -305,7 +306,7 @@ def img2img_to_directory(
     from dataclasses import replace
 
     from .sampling import DEFAULT_GRIDS, DEFAULT_STEPS, FRACTIONAL_GRIDS, sampling_times
-    from .training.validate import check_sample_settings
+    from .runs.validate import check_sample_settings
 
     if isinstance(strength, bool) or not 0.0 < strength <= 1.0:
         raise ConfigError(f"--strength must lie in (0, 1] (1: plain sampling); got {strength!r}")

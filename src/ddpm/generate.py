@@ -15,7 +15,8 @@ from .config import SampleConfig, resolved_guidance
 from .errors import ConfigError
 from .facade import GaussianDiffusion
 from .fileio import atomic_write_text
-from .records import describe, png_text, sample_record
+from .runs.load import load_for_sampling
+from .runs.records import describe, png_text, sample_record
 from .training.batches import derived_seed
 from .viz import save_grid, save_image
 
@@ -84,52 +85,6 @@ def generate(
     return torch.cat(out)
 
 
-def load_for_sampling(source: str | Path, *, use_ema: bool = True, device: str = "auto", text_encoder=None):
-    """The GaussianDiffusion of a run or checkpoint, with its (EMA) weights, on ``device``,
-    in eval mode; returns it with the checkpoint it came from. A text-conditional run gets its
-    text encoder (MiniLM is loaded on first use of a prompt), or ``text_encoder`` if given."""
-    from .training.build import build_diffusion, build_unet, pick_device
-    from .training.checkpoint import check_fit, load_model_weights, read_checkpoint, weight_shapes
-
-    ckpt = read_checkpoint(source)
-    name = "ema.safetensors" if use_ema else "model.safetensors"
-    with torch.device("meta"):  # check the weights against the config before allocating anything
-        check_fit(build_unet(ckpt.config), weight_shapes(ckpt.path / name), ckpt.path / name)
-    if text_encoder is None and ckpt.config.data.text_conditional and ckpt.config.model.text_encoder == "minilm":
-        text_encoder = LazyTextEncoder(ckpt.config)
-    diffusion = build_diffusion(ckpt.config, text_encoder=text_encoder)
-    load_model_weights(diffusion.model, ckpt.weights(ema=use_ema), ckpt.path / name)
-    return diffusion.to(pick_device(device)).eval(), ckpt
-
-
-class LazyTextEncoder:
-    """A run's frozen text encoder, loaded when the first prompt comes: sampling or evaluating a
-    text-conditional run without prompts never needs it (nor its package)."""
-
-    def __init__(self, config):
-        m = config.model
-        self.name, self.max_tokens = m.text_encoder, m.text_max_tokens
-        from .text import text_width
-
-        self.dim = text_width(m.text_encoder, m.builtin_text_dim)
-        self._config, self._encoder = config, None
-
-    def _get(self):
-        if self._encoder is None:
-            from .text import make_text_encoder
-
-            m = self._config.model
-            self._encoder = make_text_encoder(m.text_encoder, max_tokens=m.text_max_tokens, vocab=self._config.data.text_vocab,
-                                              builtin_dim=m.builtin_text_dim)
-        return self._encoder
-
-    def count_tokens(self, prompts):
-        return self._get().count_tokens(prompts)
-
-    def encode(self, prompts):
-        return self._get().encode(prompts)
-
-
 def sample_to_directory(
     source: str | Path,
     *,
@@ -158,13 +113,13 @@ def sample_to_directory(
     """Draw images from a trained run into ``out``: one PNG per image (``00007.png``, or
     ``00007_class3.png`` for a class-conditional model) and ``grid.png``. Settings not given
     come from the run's own ``[sample]`` section; ``sample.json`` and each PNG's text chunk record
-    how the images were made (:func:`ddpm.records.sample_record`). Everything is checked before ``out`` is made;
+    how the images were made (:func:`ddpm.runs.records.sample_record`). Everything is checked before ``out`` is made;
     ``source`` naming ``model.safetensors`` or ``ema.safetensors`` picks those weights.
 
     ``prompts`` (a text-conditional run): ``num`` images of each prompt, one grid row per prompt,
     named ``00007_prompt1.png`` with ``prompts.txt`` listing the prompts by number. Without
     prompts a text-conditional run draws unconditional images (the null caption)."""
-    from .training.validate import check_sample_settings
+    from .runs.validate import check_sample_settings
 
     if Path(source).name in ("model.safetensors", "ema.safetensors"):  # the file named is the one used
         use_ema = Path(source).name == "ema.safetensors"

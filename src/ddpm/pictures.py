@@ -24,8 +24,9 @@ from PIL import Image
 from .data import get_dataset
 from .errors import ConfigError
 from .fileio import atomic_write
-from .generate import class_layout, load_for_sampling
-from .training.validate import check_sample_settings, resolved_steps_and_grid
+from .generate import class_layout
+from .runs.load import load_for_sampling
+from .runs.validate import check_sample_settings, resolved_steps_and_grid
 from .schedules import SCHEDULES, get_schedule
 from .training.batches import derived_seed
 from .viz import (denoising_frames, denoising_grid, forward_process_strip, inpainting_frames, save_animation, save_grid,

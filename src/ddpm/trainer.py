@@ -29,7 +29,7 @@ from typing import Callable
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError
 from .facade import GaussianDiffusion
-from .training.checkpoint import list_checkpoints, load_model_weights, read_checkpoint
+from .runs.checkpoint import list_checkpoints, load_model_weights, read_checkpoint
 
 CONVERT = {"L": 1, "RGB": 3}
 PRECISIONS = ("fp16", "bf16")

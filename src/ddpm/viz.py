@@ -100,7 +100,7 @@ def save_grid(
     """Write :func:`make_grid` of images [B, C, H, W] in [0, 1] to ``path`` (PNG; .jpg/.webp also work).
 
     ``scale=None`` picks the smallest integer scale that makes each cell at least 64 px tall;
-    ``text`` goes into the PNG's text chunks (e.g. :func:`ddpm.records.png_text`).
+    ``text`` goes into the PNG's text chunks (e.g. :func:`ddpm.runs.records.png_text`).
     """
     if images.ndim not in (3, 4):
         raise ConfigError(f"save_grid needs images of shape [B, C, H, W]; got {list(images.shape)}")

@@ -25,16 +25,17 @@ import torch
 from ..config import RunConfig, apply_overrides, load_toml, to_toml
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
-from ..generate import class_layout, generate, load_for_sampling
+from ..generate import class_layout, generate
+from ..runs.load import load_for_sampling
 from ..sampling.guidance import guided_model_fn
-from ..training.build import build_diffusion, pick_device, use_bf16
-from ..training.checkpoint import list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint
+from ..runs.build import build_diffusion, pick_device, use_bf16
+from ..runs.checkpoint import list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint
 from ..training.distributed import Distributed
 from ..training.loop import TrainingInterrupted
 from ..training.reporting import Reporter
-from ..training.run_dir import MetricsLog, RunLock, new_run_dir
+from ..runs.run_dir import MetricsLog, RunLock, new_run_dir
 from ..training.setup import StopRequest, check_resume, resolve_data
-from ..training.validate import validate_config
+from ..runs.validate import validate_config
 from ..viz import save_grid
 from .settings import RESUMABLE, check_settings, check_teacher, round_config, student_base, teacher_record
 from .trainer import RoundTrainer

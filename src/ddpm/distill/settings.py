@@ -17,7 +17,7 @@ from ..config import DistillConfig, RunConfig, SampleConfig, apply_overrides, fi
 from ..diffusion import OBJECTIVES, check_choice
 from ..errors import ConfigError
 from ..schedules import get_schedule
-from ..training.checkpoint import Checkpoint
+from ..runs.checkpoint import Checkpoint
 from .grids import GRID, round_grids
 from .target import WEIGHTINGS
 

@@ -29,7 +29,7 @@ from ..data import ImageDataset
 from ..diffusion import q_sample
 from ..schedules import Schedule
 from ..training.batches import BatchPlan, derived_seed
-from ..training.build import adamw_kernel
+from ..runs.build import adamw_kernel
 from ..training.ema import EMA
 from .target import step_triples, student_loss, teacher_target
 

@@ -24,9 +24,10 @@ from ..config import SampleConfig, resolved_guidance
 from ..data import get_dataset
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
-from ..generate import class_layout, generate, load_for_sampling
+from ..generate import class_layout, generate
+from ..runs.load import load_for_sampling
 from ..text.prompts import read_labelled_prompts
-from ..training.validate import check_sample_settings, resolved_steps_and_grid
+from ..runs.validate import check_sample_settings, resolved_steps_and_grid
 from .classifier import classifier_accuracy, load_classifier, predict, save_classifier, train_classifier
 from .features import classifier_extractor, compute_statistics, inception_extractor, load_statistics, save_statistics
 from .inception import download_inception_weights

@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError, DDPMError
 from ..sampling import DEFAULT_GRIDS, DEFAULT_STEPS, SAMPLERS
 from .catalog import Catalog, NotFound, TooLarge

@@ -27,10 +27,10 @@ from ..data import ImageDataset, get_dataset
 from ..data.folder import EXTENSIONS, load_image
 from ..errors import CheckpointError, ConfigError, DataError, DDPMError
 from ..facade import GaussianDiffusion
-from ..generate import load_for_sampling
+from ..runs.load import load_for_sampling
 from ..schedules import Schedule, get_schedule
-from ..training.build import image_size_of
-from ..training.checkpoint import Checkpoint, read_checkpoint
+from ..runs.build import image_size_of
+from ..runs.checkpoint import Checkpoint, read_checkpoint
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$")
 

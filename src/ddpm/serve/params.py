@@ -16,7 +16,7 @@ from ..config import SampleConfig
 from ..errors import ConfigError
 from ..generate import class_layout
 from ..sampling import SAMPLERS, get_timesteps
-from ..training.validate import check_sample_settings, resolved_steps_and_grid
+from ..runs.validate import check_sample_settings, resolved_steps_and_grid
 from .catalog import RunInfo
 
 MAX_SEED = 2**63 - 1
@@ -197,7 +197,7 @@ def parse_inpaint(body: Any, run: RunInfo, max_images: int) -> InpaintRequest:
     from ..editing import box_mask, check_keep_mask
     from ..sampling import inpaint
     from ..sampling.common import check_options
-    from ..training.build import image_size_of
+    from ..runs.build import image_size_of
 
     body = check_fields(body, INPAINT_FIELDS)
     T = run.schedule.num_timesteps

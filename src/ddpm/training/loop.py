@@ -22,16 +22,16 @@ from ..errors import CheckpointError, ConfigError, DDPMError
 from ..fileio import atomic_write_text
 from ..losses import draw_noise
 from .batches import BatchPlan, derived_seed
-from .build import adamw_kernel, build_diffusion, build_unet, pick_device, use_bf16
-from .checkpoint import check_fit, list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint, weight_shapes
+from ..runs.build import adamw_kernel, build_diffusion, build_unet, pick_device, use_bf16
+from ..runs.checkpoint import check_fit, list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint, weight_shapes
 from .distributed import Distributed, init_distributed
 from .ema import EMA
 from .reporting import Reporter
-from .run_dir import MetricsLog, RunLock, new_run_dir
+from ..runs.run_dir import MetricsLog, RunLock, new_run_dir
 from .setup import StopRequest, check_resume, resolve_data
 from .text_setup import CaptionBatches, caption_embeddings, grid_prompts, resolve_captions
 from .source import open_source
-from .validate import validate_config
+from ..runs.validate import validate_config
 
 MAX_NONFINITE_IN_A_ROW = 5
 

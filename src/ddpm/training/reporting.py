@@ -14,9 +14,9 @@ from tqdm import tqdm
 from ..config import RunConfig
 from ..generate import class_layout, generate
 from ..viz import line_plot, save_grid
-from .build import build_diffusion
+from ..runs.build import build_diffusion
 from .ema import EMA
-from .run_dir import MetricsLog
+from ..runs.run_dir import MetricsLog
 
 
 def _tensorboard(run_dir: Path):

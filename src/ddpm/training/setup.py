@@ -13,7 +13,7 @@ from ..config import RunConfig, resolved_guidance
 from ..data import ImageDataset, get_dataset
 from ..data.stream import STREAM_ABOVE_BYTES, FolderStream, open_folder_stream
 from ..errors import CheckpointError, ConfigError
-from .checkpoint import Checkpoint, list_checkpoints
+from ..runs.checkpoint import Checkpoint, list_checkpoints
 from .distributed import Distributed
 
 RESUME_MAY_CHANGE = {("data", "data_dir"), ("data", "cache_dir"), ("data", "download"), ("model", "grad_checkpoint"),

@@ -21,7 +21,7 @@ from ..text.cache import CACHE_FILE, CaptionEmbeddings, cached_caption_embedding
 from ..text.captions import CaptionSet, dataset_captions, drop_long_captions
 from ..text.label_captions import label_phrasings
 from .distributed import Distributed
-from .validate import validate_text_settings
+from ..runs.validate import validate_text_settings
 
 GRID_PROMPTS = 8  # folder runs: the sample grids show this many of the captions
 

@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import __version__
-from .config import SampleConfig
-from .errors import ConfigError
+from .._version import __version__
+from ..config import SampleConfig
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .training.checkpoint import Checkpoint
+    from .checkpoint import Checkpoint
 
 FORMAT = "torch-ddpm sample"
 PNG_KEY = "torch-ddpm"
@@ -41,7 +41,7 @@ def sample_record(
     """The recipe of a set of images drawn from ``ckpt`` with ``settings``: the steps and grid
     are the ones used (the sampler's defaults filled in), never 0 or empty. It holds no time, so
     the same command writes byte-identical PNGs (the default folder name carries the time)."""
-    from .training.validate import resolved_steps_and_grid
+    from .validate import resolved_steps_and_grid
 
     steps, grid = resolved_steps_and_grid(settings, num_timesteps)
     return {

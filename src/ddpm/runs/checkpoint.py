@@ -33,7 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
+from .._version import __version__
 from ..config import RunConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
 from ..fileio import fsync_dir
