@@ -44,18 +44,18 @@ class Distributed:
 
     def all_true(self, flag: bool, device: torch.device) -> bool:
         """Whether ``flag`` holds on every rank (so all ranks take the same branch)."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item() > 0.5)
+        return self._reduce_flag(flag, device, dist.ReduceOp.MIN)
 
     def any_true(self, flag: bool, device: torch.device) -> bool:
         """Whether ``flag`` holds on some rank (so all ranks stop together)."""
+        return self._reduce_flag(flag, device, dist.ReduceOp.MAX)
+
+    def _reduce_flag(self, flag: bool, device: torch.device, op) -> bool:
+        """``flag`` reduced over the ranks by ``op`` (MIN: and, MAX: or), as a 0/1 tensor."""
         if not self.enabled:
             return flag
         t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        dist.all_reduce(t, op=op)
         return bool(t.item() > 0.5)
 
     def from_main(self, value):
