@@ -13,6 +13,11 @@ from .config import (AUTO, RunConfig, apply_overrides, field_choices, field_help
                      load_toml, option_help)
 from .errors import ConfigError, DDPMError
 
+# The modules that register the names the help lists (ddpm.config.register_choices): imported here so
+# every --help shows them, whatever else has been imported.
+from .data import DATASET_NAMES  # noqa: F401,E402
+from .distill.target import WEIGHTINGS  # noqa: F401,E402
+
 NOT_GIVEN = None
 
 
