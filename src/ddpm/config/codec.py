@@ -206,15 +206,3 @@ def option_help(name: str) -> str:
     elif get_origin(tp) is tuple:
         parts.append(_describe(tp) + ", comma-separated")
     return "; ".join(parts) + f" (default: {default}) [{section or 'run'}]"
-
-
-__all__ = [
-    "apply_overrides",
-    "coerce",
-    "from_dict",
-    "load_toml",
-    "option_help",
-    "parse_text",
-    "to_dict",
-    "to_toml",
-]

@@ -244,26 +244,3 @@ def resolved_guidance(guidance_scale: float | None, class_conditional: bool) -> 
     if guidance_scale is None:
         return 2.0 if class_conditional else 1.0
     return guidance_scale
-
-
-
-__all__ = [
-    "AUTO",
-    "SECTIONS",
-    "DataConfig",
-    "DiffusionConfig",
-    "DistillConfig",
-    "ModelConfig",
-    "RunConfig",
-    "SampleConfig",
-    "TrainConfig",
-    "field_choices",
-    "field_help",
-    "field_index",
-    "has_choices",
-    "is_auto_bool",
-    "is_auto_float",
-    "opt",
-    "register_choices",
-    "resolved_guidance",
-]
