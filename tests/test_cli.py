@@ -95,3 +95,32 @@ def test_an_interrupted_torchrun_job_is_reported_by_rank_0_alone(capsys, monkeyp
         monkeypatch.setattr(loop, "train", stopped)
         assert main(["train", "--dataset", "digits"]) == 130
         assert capsys.readouterr().err == said
+
+
+def test_the_sampling_options_of_each_command_are_read_back_by_one_function():
+    from ddpm.cli import build_parser
+    from ddpm.cli.options import sampling_settings
+    from ddpm.sampling import inpaint
+
+    parser = build_parser()
+    everything = {"sampler", "steps", "eta", "grid", "clip", "guidance_scale", "final", "threshold_percentile",
+                  "threshold_max", "clipped_eps"}
+    commands = {  # the command line without sampling options -> the sampling settings it takes
+        ("sample", "--run", "R"): everything,
+        ("eval", "--run", "R"): everything,
+        ("inpaint", "--run", "R", "--image", "I", "--box", "0,0,1,1"): {"steps", "grid", "clip", "guidance_scale"},
+        ("img2img", "--run", "R", "--image", "I"): {"sampler", "steps", "eta", "grid", "clip", "guidance_scale"},
+        ("viz", "reverse"): {"sampler", "steps", "eta", "guidance_scale"},
+        ("serve",): set(),
+    }
+    given = {"sampler": ("--sampler", "ddim", "ddim"), "steps": ("--steps", "7", 7), "eta": ("--eta", "0.5", 0.5),
+             "grid": ("--grid", "karras", "karras"), "clip": ("--clip", "none", "none"),
+             "guidance_scale": ("--guidance-scale", "3", 3.0), "final": ("--final", "t0", "t0"),
+             "threshold_percentile": ("--threshold-percentile", "0.9", 0.9), "threshold_max": ("--threshold-max", "2", 2.0),
+             "clipped_eps": ("--no-clipped-eps", None, False)}
+    for argv, names in commands.items():
+        unset = sampling_settings(parser.parse_args(argv))
+        assert set(unset) == names, argv
+        assert unset == {n: inpaint.DEFAULT_GRID if (argv[0], n) == ("inpaint", "grid") else None for n in names}, argv
+        flags = [part for n in names for part in given[n][:2] if part is not None]
+        assert sampling_settings(parser.parse_args([*argv, *flags])) == {n: given[n][2] for n in names}, argv

@@ -176,7 +176,50 @@ def test_text_fields_list_the_values_their_registry_accepts():
     assert field_choices("attn_impl") == ATTENTION_IMPLS
     # a text field added later needs its registry (or a place in the free-text list)
     unlisted = [n for n, (_s, _f, tp) in field_index().items() if tp is str and n not in FREE_TEXT_FIELDS and not field_choices(n)]
-    assert not unlisted, f"text fields without opt(..., choices=...): {unlisted}"
+    assert not unlisted, f"text fields without opt(..., choices=True): {unlisted}"
+
+
+def _python(code):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_every_text_field_with_choices_has_them_registered_by_its_owner():
+    """The modules that own the names (ddpm.sampling.registry, ddpm.data, ...) register them at import;
+    the package and its command together import every owner, so every --help lists them."""
+    out = _python(
+        "import ddpm, ddpm.cli\n"
+        "from ddpm.config import field_choices, field_index, has_choices\n"
+        "for name, (_s, _f, tp) in field_index().items():\n"
+        "    if has_choices(name):\n"
+        "        assert tp is str and field_choices(name), name\n"
+        "        print(name)\n"
+    )
+    assert {"sampler", "grid", "final", "objective", "student_objective", "clip", "loss_type", "beta_schedule",
+            "dataset", "text_encoder", "attn_impl", "distill_weighting"} <= set(out.split())
+
+
+def test_config_imports_none_of_the_modules_that_own_choices():
+    """config is the lowest layer: the owners import it, never the reverse. The package's __init__ (which
+    imports them all) is bypassed by importing ddpm.config under an empty parent package."""
+    out = _python(
+        "import importlib.util, sys, types\n"
+        "spec = importlib.util.find_spec('ddpm')\n"
+        "pkg = types.ModuleType('ddpm'); pkg.__path__ = list(spec.submodule_search_locations); sys.modules['ddpm'] = pkg\n"
+        "import ddpm.config\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('ddpm.'))))\n"
+    )
+    assert set(out.split()) == {"ddpm.config", "ddpm.config.codec", "ddpm.config.schema", "ddpm.errors"}
+
+
+def test_choices_are_registered_only_for_fields_that_take_them():
+    from ddpm.config import register_choices
+
+    for name in ("steps", "device", "no_such_field"):
+        with pytest.raises(ValueError, match=f"config field '{name}' does not take registered choices"):
+            register_choices(name, ("a", "b"))
 
 
 def test_help_says_what_zero_and_empty_mean():

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .config import register_choices
 from .errors import ConfigError
 from .schedules import Schedule
 
 OBJECTIVES = ("pred_noise", "pred_x0", "pred_v")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 CLIP_MODES = ("static", "dynamic", "none")
+register_choices(("objective", "student_objective"), OBJECTIVES)
+register_choices("clip", CLIP_MODES)
 
 
 def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:

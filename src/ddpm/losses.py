@@ -14,11 +14,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .config import register_choices
 from .diffusion import OBJECTIVES, VARIANCE_TYPES, check_choice, q_sample, split_output, training_target
 from .likelihood import mean_flat, vb_terms_bpd
 from .schedules import Schedule
 
 LOSS_TYPES = ("l2", "l1")
+register_choices("loss_type", LOSS_TYPES)
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 

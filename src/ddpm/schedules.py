@@ -13,9 +13,11 @@ from typing import Sequence
 
 import torch
 
+from .config import register_choices
 from .errors import ConfigError
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
+register_choices("beta_schedule", SCHEDULES)
 
 
 def linear_betas(timesteps: int, max_beta: float = 0.999) -> torch.Tensor:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
+from ..config import register_choices
 from ..errors import ConfigError
 from .base import ImageDataset, check_channels, check_split, finish, parse_image_size
 from .cifar10 import load_cifar10
@@ -41,6 +42,7 @@ from .mnist import IDX_SOURCES, load_idx_dataset
 from .mnist10k import load_mnist10k
 
 DATASET_NAMES = ("mnist10k", "digits", "mnist", "fashion-mnist", "cifar10", "flowers102", "folder:PATH")
+register_choices("dataset", DATASET_NAMES)
 
 
 def get_dataset(

@@ -16,12 +16,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..config import register_choices
 from ..diffusion import check_choice, split_output, x0_and_eps
 from ..errors import ConfigError
 from ..likelihood import mean_flat
 from ..schedules import Schedule
 
 WEIGHTINGS = ("truncated-snr", "snr+1")
+register_choices("distill_weighting", WEIGHTINGS)
 """Weights of the student's x_0 error (Salimans & Ho section 4): max(SNR, 1) ("truncated SNR",
 = max(||x - x_hat||^2, ||eps - eps_hat||^2)) or SNR + 1 (= ||v - v_hat||^2)."""
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import register_choices
 from ..errors import ConfigError
 
 
@@ -52,6 +53,7 @@ class ResBlock(nn.Module):
 
 
 ATTENTION_IMPLS = ("auto", "sdpa", "math")
+register_choices("attn_impl", ATTENTION_IMPLS)
 
 CPU_MATH_ATTENTION_MAX_TOKENS = 512
 """On a CPU with bf16/fp16 activations, sequences up to this many positions use two plain

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..config import register_choices
 from ..diffusion import CLIP_MODES, OBJECTIVES, VARIANCE_TYPES, check_choice, clip_x0, split_output
 from ..errors import ConfigError
 from ..schedules import Schedule
@@ -35,6 +36,7 @@ Callback = Callable[[int, Tensor, Tensor], None]
 the noisiest), the current sample and the model's prediction of x_0."""
 
 FINALS = ("clean", "t0")
+register_choices("final", FINALS)
 
 
 def rounded_time(model_fn: ModelFn) -> ModelFn:

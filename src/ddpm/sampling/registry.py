@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..config import register_choices
 from ..errors import ConfigError
 from ..schedules import Schedule
 from .ancestral import sample_ancestral
@@ -64,6 +65,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "unipc2": sample_unipc2,
     "unipc3": sample_unipc3,
 }
+register_choices("sampler", SAMPLERS)
 
 DEFAULT_GRIDS: dict[str, str] = {
     "ancestral": "quadratic",

@@ -11,11 +11,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import register_choices
 from ..errors import ConfigError
 from ..schedules import Schedule
 
 GRIDS = ("uniform", "trailing", "leading", "quadratic", "karras", "logsnr", "tapered", "linspace", "karras-sigmas",
          "lu-lambdas")
+register_choices("grid", GRIDS)
 FRACTIONAL_GRIDS = ("karras-sigmas", "lu-lambdas")
 """Grids that land on exact noise levels between the integer timesteps (see ``Schedule.alpha_bar_at``)."""
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..config import register_choices
 from ..errors import ConfigError
 from .base import TextBatch, TextEncoder, check_prompts, clean_caption
 from .builtin import BuiltinTextEncoder, WordTokenizer, build_vocab
 from .minilm import DIM as MINILM_DIM
 
 TEXT_ENCODERS = ("minilm", "builtin")
+register_choices("text_encoder", TEXT_ENCODERS)
 
 
 def check_encoder_name(name: str) -> str:
