@@ -300,6 +300,9 @@ def test_train_images(client):
 # ---- uploads ----------------------------------------------------------------------------------
 
 
+PNG, OCTETS = {"content-type": "image/png"}, {"content-type": "application/octet-stream"}
+
+
 def png_bytes(array, fmt="PNG"):
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt)
@@ -319,7 +322,7 @@ def test_upload_is_decoded_like_the_folder_loader(client, tmp_path):
     assert client.get(f"/api/runs/cc/forward?image={done['image']}").status_code == 200  # same size and channels
     assert error_of(client.get(f"/api/runs/rgb/forward?image={done['image']}"), 400) == (
         f"upload {done['image'][7:]!r} was decoded for another image size or colour; upload it again for run 'rgb'")
-    colour = client.post("/api/runs/rgb/images", content=data).json()
+    colour = client.post("/api/runs/rgb/images", content=data, headers=OCTETS).json()  # a type the browser did not know
     assert np.array_equal(decode_png(colour["png"]), load_image(tmp_path / "a.png", (12, 12), 3).transpose(1, 2, 0))
     view = client.get(f"/api/runs/rgb/forward?image={colour['image']}&t=5").json()
     assert decode_png(view["x_t"]).shape == (12, 12, 3) and view["timesteps"] == 20
@@ -336,15 +339,15 @@ def test_bad_uploads(client, monkeypatch):
         (b"\0" * 20_001, 413, "the upload is 20001 bytes, more than this server's limit of 20000 bytes"),
     ]
     for body, status, expected in cases:
-        assert error_of(client.post("/api/runs/plain/images", content=body), status).startswith(expected)
+        assert error_of(client.post("/api/runs/plain/images", content=body, headers=PNG), status).startswith(expected)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 600 pixels: a "decompression bomb" at this limit
-    assert "DecompressionBomb" in error_of(client.post("/api/runs/plain/images", content=png_bytes(small)), 400)
+    assert "DecompressionBomb" in error_of(client.post("/api/runs/plain/images", content=png_bytes(small), headers=PNG), 400)
 
     def chunks():  # no Content-Length: the limit holds while reading
         for _ in range(30):
             yield b"\0" * 1000
 
-    assert error_of(client.post("/api/runs/plain/images", content=chunks()), 413).startswith(
+    assert error_of(client.post("/api/runs/plain/images", content=chunks(), headers=PNG), 413).startswith(
         "the upload is more than this server's limit of 20000 bytes")
 
 
