@@ -170,6 +170,8 @@ def build_app(
     async def generate(request: Request):
         run = await run_of(request)
         req = parse_generate(await read_json(request), run, max_images)
+        if req.prompt is not None:  # a prompt over the token limit: 400 now, not an error event later
+            await asyncio.to_thread(catalog.check_prompt, run, req.prompt)
         job = jobs.submit(run.name, generation(catalog, run, req, frame_interval))
         return JobStream(job, jobs, heartbeat)
 
@@ -177,6 +179,8 @@ def build_app(
         run = await run_of(request)
         req = parse_inpaint(await read_json(request), run, max_images)
         await asyncio.to_thread(catalog.image, run, req.image)  # an unknown image: its answer now, not in the stream
+        if req.prompt is not None:
+            await asyncio.to_thread(catalog.check_prompt, run, req.prompt)
         job = jobs.submit(run.name, inpainting(catalog, run, req, frame_interval))
         return JobStream(job, jobs, heartbeat)
 
