@@ -67,7 +67,7 @@ def test_page_static_files_and_headers(client):
     page = client.get("/")
     assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]  # nothing from a CDN
-    for name in ("app.js", "api.js", "generate.js", "forward.js", "style.css"):
+    for name in ("app.js", "api.js", "generate.js", "forward.js", "inpaint.js", "picker.js", "pixels.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
     assert "http://" not in page.text and "https://" not in page.text
     for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/nothing"):
