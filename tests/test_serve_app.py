@@ -67,7 +67,7 @@ def test_page_static_files_and_headers(client):
     page = client.get("/")
     assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]  # nothing from a CDN
-    for name in ("app.js", "api.js", "generate.js", "forward.js", "style.css"):
+    for name in ("app.js", "api.js", "generate.js", "forward.js", "inpaint.js", "picker.js", "pixels.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
     assert "http://" not in page.text and "https://" not in page.text
     for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/nothing"):
@@ -86,7 +86,7 @@ def test_info_and_runs(client):
     assert sorted(runs) == ["cc", "empty", "plain", "rgb"]  # not .hidden, not the symbolic link
     assert runs["plain"] == {
         "name": "plain", "dataset": "digits", "image_size": [8, 8], "channels": 1, "step": 2,
-        "conditioning": "none", "num_classes": None, "timesteps": 1000, "beta_schedule": "linear",
+        "conditioning": "none", "num_classes": None, "text": None, "timesteps": 1000, "beta_schedule": "linear",
         "objective": "pred_noise", "sample": {"sampler": "ddim", "steps": 4, "eta": 0.0, "guidance_scale": 1.0}}
     assert runs["cc"]["conditioning"] == "class" and runs["cc"]["num_classes"] == 10
     assert "holds no complete torch-ddpm checkpoint" in runs["empty"]["error"]
@@ -300,6 +300,9 @@ def test_train_images(client):
 # ---- uploads ----------------------------------------------------------------------------------
 
 
+PNG, OCTETS = {"content-type": "image/png"}, {"content-type": "application/octet-stream"}
+
+
 def png_bytes(array, fmt="PNG"):
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt)
@@ -319,7 +322,7 @@ def test_upload_is_decoded_like_the_folder_loader(client, tmp_path):
     assert client.get(f"/api/runs/cc/forward?image={done['image']}").status_code == 200  # same size and channels
     assert error_of(client.get(f"/api/runs/rgb/forward?image={done['image']}"), 400) == (
         f"upload {done['image'][7:]!r} was decoded for another image size or colour; upload it again for run 'rgb'")
-    colour = client.post("/api/runs/rgb/images", content=data).json()
+    colour = client.post("/api/runs/rgb/images", content=data, headers=OCTETS).json()  # a type the browser did not know
     assert np.array_equal(decode_png(colour["png"]), load_image(tmp_path / "a.png", (12, 12), 3).transpose(1, 2, 0))
     view = client.get(f"/api/runs/rgb/forward?image={colour['image']}&t=5").json()
     assert decode_png(view["x_t"]).shape == (12, 12, 3) and view["timesteps"] == 20
@@ -336,131 +339,13 @@ def test_bad_uploads(client, monkeypatch):
         (b"\0" * 20_001, 413, "the upload is 20001 bytes, more than this server's limit of 20000 bytes"),
     ]
     for body, status, expected in cases:
-        assert error_of(client.post("/api/runs/plain/images", content=body), status).startswith(expected)
+        assert error_of(client.post("/api/runs/plain/images", content=body, headers=PNG), status).startswith(expected)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 600 pixels: a "decompression bomb" at this limit
-    assert "DecompressionBomb" in error_of(client.post("/api/runs/plain/images", content=png_bytes(small)), 400)
+    assert "DecompressionBomb" in error_of(client.post("/api/runs/plain/images", content=png_bytes(small), headers=PNG), 400)
 
     def chunks():  # no Content-Length: the limit holds while reading
         for _ in range(30):
             yield b"\0" * 1000
 
-    assert error_of(client.post("/api/runs/plain/images", content=chunks()), 413).startswith(
+    assert error_of(client.post("/api/runs/plain/images", content=chunks(), headers=PNG), 413).startswith(
         "the upload is more than this server's limit of 20000 bytes")
-
-
-@pytest.fixture(scope="module")
-def text_client(tmp_path_factory):
-    """A tiny text-conditional run (the built-in encoder) whose own [sample] guidance is 3."""
-    root = tmp_path_factory.mktemp("text-runs")
-    train(apply_overrides(RunConfig(), {**TINY, "timesteps": "20", "text_conditional": "true", "text_encoder": "builtin",
-                                        "builtin_text_dim": "8", "builtin_text_layers": "0", "guidance_scale": "3",
-                                        "runs_dir": str(root), "name": "words"}), log=lambda m: None, progress=False)
-    app = build_app(Catalog(root, device="cpu", log=lambda m: None), frame_interval=0.0, max_images=32)
-    with TestClient(app, base_url="http://127.0.0.1") as c:
-        yield c, root
-
-
-def test_the_prompt_box_draws_what_ddpm_sample_draws(text_client, tmp_path, monkeypatch):
-    from ddpm.serve import work
-
-    client, root = text_client
-    (run,) = client.get("/api/runs").json()["runs"]
-    assert run["conditioning"] == "text" and run["num_classes"] is None
-    seen = []
-
-    def recording(*args, **kw):
-        seen.append((kw.get("prompts"), kw["sample"].guidance_scale))
-        return real(*args, **kw)
-
-    real = work.generate
-    monkeypatch.setattr(work, "generate", recording)
-    done = generate(client, "words", sampler="ddim", steps=3, seed=2, n=3, prompt="  a handwritten seven ")[-1][1]
-    assert done["prompt"] == "a handwritten seven"
-    assert seen == [(["a handwritten seven"] * 3, 3.0)]  # the prompt of every image, the run's own guidance
-    out = sample_to_directory(root / "words", out=tmp_path / "cli", num=3, seed=2, sampler="ddim", steps=3,
-                              prompts=["a handwritten seven"], device="cpu", log=lambda m: None)
-    for i, url in enumerate(done["images"]):
-        with Image.open(out / f"{i:05d}_prompt0.png") as im:
-            assert np.array_equal(decode_png(url), np.asarray(im))  # the run's guidance 3, as ddpm sample uses it
-    # no prompt: unconditional images (the null caption), as ddpm sample draws them
-    plain = generate(client, "words", sampler="ddim", steps=3, seed=2, n=3)[-1][1]
-    out = sample_to_directory(root / "words", out=tmp_path / "plain", num=3, seed=2, sampler="ddim", steps=3,
-                              device="cpu", log=lambda m: None)
-    with Image.open(out / "00000.png") as im:
-        assert plain["prompt"] is None and np.array_equal(decode_png(plain["images"][0]), np.asarray(im))
-    assert seen[-1] == (None, 1.0)
-    response = client.post("/api/runs/words/generate", json={"guidance_scale": 2.0})
-    assert "guidance_scale needs a prompt on a text-conditional run" in error_of(response, 400)
-    events = generate(client, "words", prompt="a seven " * 50)  # too long: the library's sentence, as an error event
-    assert events[-1][0] == "error" and "has 100 tokens, more than the 77" in events[-1][1]["message"], events[-1]
-
-
-def _train_png(client, run, index, path):
-    item = client.get(f"/api/runs/{run}/train-images?start={index}&count=1").json()["images"][0]
-    Image.fromarray(decode_png(item["png"])).save(path)
-    return path
-
-
-def _mask_url(keep_bottom_rows, size=8):
-    """A PNG data URL, white (generate) on the bottom ``keep_bottom_rows`` rows."""
-    mask = np.zeros((size, size), np.uint8)
-    mask[size - keep_bottom_rows:] = 255
-    buffer = io.BytesIO()
-    Image.fromarray(mask).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def test_inpaint_equals_ddpm_inpaint(client, runs, tmp_path):
-    from ddpm.editing import inpaint_to_directory
-
-    settings = {"steps": 6, "jump_length": 2, "jump_n_sample": 2, "seed": 4, "n": 3}
-    events = client.post("/api/runs/cc/inpaint", json={"image": "train:5", "box": [0, 4, 8, 8], **settings,
-                                                       "class": 3, "guidance_scale": 2.0})
-    events = parse_sse(events.text)
-    steps = [d for e, d in events if e == "step"]
-    start, (kind, done) = events[1][1], events[-1]
-    assert kind == "done" and start["total"] == 6 + 2 * 2 and steps[-1]["done"] == start["total"]
-    assert done["labels"] == [3, 3, 3] and done["sampler"] == "repaint"
-    picture = _train_png(client, "cc", 5, tmp_path / "in.png")
-    out = inpaint_to_directory(runs / "cc", picture, box="0,4,8,8", out=tmp_path / "cli", num=3, seed=4, steps=6,
-                               jump_length=2, jump_n_sample=2, classes=[3], guidance_scale=2.0, device="cpu",
-                               log=lambda m: None)
-    original = np.asarray(Image.open(picture))
-    for i, url in enumerate(done["images"]):
-        got = decode_png(url)
-        with Image.open(sorted(out.glob("0000*.png"))[i]) as im:
-            assert np.array_equal(got, np.asarray(im))  # the same settings and seed: ddpm inpaint's images
-        assert np.array_equal(got[:4], original[:4])  # the kept top half, exactly
-    assert not np.array_equal(decode_png(done["images"][0])[4:], original[4:])
-    # a mask drawn as a PNG (white = generate) is the same region as the box
-    painted = parse_sse(client.post("/api/runs/cc/inpaint", json={"image": "train:5", "mask": _mask_url(4), **settings,
-                                                                  "class": 3, "guidance_scale": 2.0}).text)[-1][1]
-    assert painted["images"] == done["images"]
-
-
-@pytest.mark.parametrize("body, status, message", [
-    ({"image": "train:0"}, 400, "give the region to generate as mask (a PNG data URL) or as box"),
-    ({"image": "train:0", "box": [0, 4, 8, 8], "mask": "data:image/png;base64,"}, 400, "(one of them)"),
-    ({"box": [0, 0, 8, 8]}, 400, "--box 0,0,8,8 covers the whole image, so no pixel is kept"),
-    ({"box": [0, 4, 9, 8]}, 400, "is not a rectangle inside the 8x8 image"),
-    ({"box": "0,4,8,8"}, 400, "box must be four integers [x0, y0, x1, y1]; got '0,4,8,8'"),
-    ({"mask": "mask.png"}, 400, "mask must be a PNG image as a data URL"),
-    ({"mask": "data:image/png;base64,AAAA"}, 400, "mask is not a readable PNG image"),
-    ({"mask": "WRONG-SIZE"}, 400, "mask is 6x6 but the run's images are 8x8; draw the mask at the run's size"),
-    ({"mask": "BLACK"}, 400, "the mask is black everywhere, so there is nothing to generate"),
-    ({"box": [0, 4, 8, 8], "jump_length": 15, "steps": 10}, 400, "jump_length 15 leaves no room"),
-    ({"box": [0, 4, 8, 8], "steps": 25}, 400, "steps must be an integer from 1 to 20"),
-    ({"box": [0, 4, 8, 8], "guidance_scale": 2.0}, 400, "guidance_scale needs a class (class-conditional runs) or a prompt"),
-    ({"box": [0, 4, 8, 8], "class": 10}, 400, "class must be an integer from 0 to 9"),
-    ({"box": [0, 4, 8, 8], "prompt": "a seven"}, 400, "is not text-conditional, so it takes no prompt"),
-    ({"box": [0, 4, 8, 8], "image": "train:99999"}, 400, "image 'train:99999' does not exist"),
-    ({"box": [0, 4, 8, 8], "image": "upload:feedbeef"}, 404, "upload 'feedbeef' is not (or no longer) held"),
-    ({"box": [0, 4, 8, 8], "sampler": "ddim"}, 400, "unknown parameter 'sampler'"),
-])
-def test_bad_inpaint_requests_are_one_sentence(client, body, status, message):
-    body = dict(body)
-    if body.get("mask") == "WRONG-SIZE":
-        body["mask"] = _mask_url(3, size=6)
-    if body.get("mask") == "BLACK":
-        body["mask"] = _mask_url(0)
-    assert message in error_of(client.post("/api/runs/cc/inpaint", json=body), status)

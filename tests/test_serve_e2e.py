@@ -148,6 +148,30 @@ def test_other_hosts_are_served_with_a_warning(tmp_path):
 
 # ---- the page in a browser ------------------------------------------------------------------------
 
+BROKEN_IMAGES = """() => [...document.images]
+    .filter((img) => img.getClientRects().length && !(img.complete && img.naturalWidth > 0))
+    .map((img) => img.id || img.alt)"""
+SIZES = """(imgs) => imgs.map((img) => [img.clientWidth, img.clientHeight, img.naturalWidth, Number(img.dataset.scale),
+                                  getComputedStyle(img).imageRendering])"""
+
+
+def frame_scale(page, selector):
+    """The whole-number factor a live frame shows its picture at (checked against its size)."""
+    ((width, height, natural, scale, rendering),) = page.locator(selector).evaluate_all(SIZES)
+    assert scale == int(scale) >= 1 and width == natural * scale and rendering == "pixelated", (width, natural, scale)
+    return scale
+
+
+def assert_crisp_results(page, selector, size, live):
+    """Finished images: each shown at a whole-number multiple of its ``size`` pixels, pixelated,
+    and at least as large as in the live frame (factor ``live``)."""
+    sizes = page.locator(selector).evaluate_all(SIZES)
+    assert sizes
+    for width, height, natural, scale, rendering in sizes:
+        assert natural == size and width == height == size * scale and scale >= live, (width, size, scale, live)
+        assert rendering == "pixelated"
+
+
 
 @pytest.fixture(scope="module")
 def sync_playwright():
@@ -168,7 +192,7 @@ def test_page_in_a_browser(sync_playwright, server, tmp_path):
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1100, "height": 800}, accept_downloads=True)
+            viewport={"width": 1280, "height": 900}, accept_downloads=True)
         try:
             page = context.new_page()
             page.on("pageerror", lambda err: problems.append(str(err)))
@@ -177,6 +201,22 @@ def test_page_in_a_browser(sync_playwright, server, tmp_path):
             page.wait_for_selector("body[data-ready=true]", timeout=30_000)
             assert page.input_value("#run") == "plain"  # --run opens first
             assert page.locator("#row-class").is_hidden() and page.locator("#row-prompt").is_hidden()
+            # a fresh page: empty frames as boxes, not broken images
+            assert page.evaluate(BROKEN_IMAGES) == []
+            for frame in page.locator("#panel-generate .frame").all():
+                box = frame.bounding_box()
+                assert box["width"] >= 256 and box["height"] >= 256
+
+            # the tabs, from the keyboard (WAI-ARIA: Left/Right wrap, Home, End)
+            page.focus("#tab-generate")
+            for key, expected in (("ArrowRight", "forward"), ("ArrowRight", "inpaint"), ("ArrowRight", "generate"),
+                                  ("ArrowLeft", "inpaint"), ("Home", "generate"), ("End", "inpaint"),
+                                  ("Home", "generate")):
+                page.keyboard.press(key)
+                assert page.get_attribute(f"#tab-{expected}", "aria-selected") == "true", (key, expected)
+                assert page.evaluate("() => document.activeElement.id") == f"tab-{expected}"
+                assert page.locator(f"#panel-{expected}").is_visible()
+                assert page.locator("#tabs [tabindex='0']").count() == 1  # only the selected tab is in the Tab order
 
             # Generate: press the button, wait for the images
             page.select_option("#sampler", "ddim")
@@ -195,7 +235,26 @@ def test_page_in_a_browser(sync_playwright, server, tmp_path):
             assert download.value.suggested_filename == "plain-seed0-00000.png"
             assert np.array_equal(decode_png(images.first.get_attribute("src")),
                                   np.asarray(Image.open(download.value.path())))
+            assert_crisp_results(page, "#result-images img", 8, frame_scale(page, "#frame-xt"))
             page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
+
+            # a new run clears the last one's pictures at once: here it waits behind another client's job,
+            # and is cancelled before its first step
+            old = page.get_attribute("#frame-xt", "src")
+            with httpx.stream("POST", address + "api/runs/plain/generate", timeout=60,
+                              json={"sampler": "ancestral", "steps": 1000, "n": 64}) as blocker:
+                lines = blocker.iter_lines()  # held: a dropped iterator would close the stream, cancelling the job
+                assert any(line.startswith("event: step") for line in lines)
+                page.click("#generate")
+                page.wait_for_selector("#progress-text:has-text('waiting: 1 ahead')", timeout=30_000)
+                assert page.get_attribute("#frame-xt", "src") is None and page.get_attribute("#frame-x0", "src") is None
+                assert page.locator("#results").is_hidden() and page.locator("#result-images img").count() == 0
+                queue = httpx.get(address + "api/jobs", timeout=30).json()["runs"]["plain"]
+                assert queue["running"] and len(queue["waiting"]) == 1  # so the page's job had drawn nothing yet
+                page.click("#cancel")
+                page.wait_for_selector("#panel-generate[data-state=cancelled]", timeout=30_000)
+                assert page.get_attribute("#frame-xt", "src") is None and old is not None
+                assert page.evaluate(BROKEN_IMAGES) == []
 
             # Cancel: a long run stops at once
             page.select_option("#sampler", "ancestral")
@@ -215,6 +274,18 @@ def test_page_in_a_browser(sync_playwright, server, tmp_path):
             page.fill("#t", "900")
             page.wait_for_selector("#panel-forward[data-t='900']", timeout=30_000)
             assert page.get_attribute("#fwd-xt", "src") != before
+            assert frame_scale(page, "#fwd-xt") == 32  # 8 pixels at 256
+            # the chart has axis labels: said in its accessible name, and drawn in its margins
+            label = page.get_attribute("#schedule-chart", "aria-label")
+            assert "(left axis, 0 to 1)" in label and "log-SNR (right axis" in label
+            assert "over t (bottom axis, 0 to 999)" in label and "t = 900" in label
+            inked = page.locator("#schedule-chart").evaluate("""(c) => {
+                const r = c.width / c.clientWidth, g = c.getContext("2d");
+                const count = (x, y, w, h) => g.getImageData(x * r, y * r, w * r, h * r).data
+                    .filter((v, i) => i % 4 === 3 && v > 0).length;
+                return [count(0, 30, 40, 170), count(c.clientWidth - 50, 30, 50, 170), count(60, 200, 260, 30)];
+            }""")
+            assert all(n > 20 for n in inked), inked  # left, right and bottom margins hold text
             ab = float(get_schedule("linear", 1000).alphas_cumprod[900])
             assert float(page.text_content("#stat-alpha-bar")) == pytest.approx(ab, rel=1e-3)
             upload = tmp_path / "upload.png"
@@ -230,7 +301,7 @@ def test_page_in_a_browser(sync_playwright, server, tmp_path):
             shot = tmp_path / "forward.png"
             page.screenshot(path=str(shot), full_page=True)
             with Image.open(shot) as im:
-                assert im.format == "PNG" and im.width == 1100 and im.height >= 800
+                assert im.format == "PNG" and im.width == 1280 and im.height >= 900
 
             # a class-conditional run shows its class picker
             page.click("#tabs button[data-panel=generate]")
@@ -252,7 +323,7 @@ def test_inpaint_in_a_browser(sync_playwright, server, runs, tmp_path):
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1100, "height": 900})
+            viewport={"width": 1280, "height": 900})
         try:
             page = context.new_page()
             page.on("pageerror", lambda err: problems.append(str(err)))
@@ -264,6 +335,13 @@ def test_inpaint_in_a_browser(sync_playwright, server, runs, tmp_path):
             page.wait_for_selector("#panel-inpaint[data-image='train:0']", timeout=30_000)
             assert page.locator("#inpaint-row-class").is_visible() and page.is_disabled("#inpaint")
             original = decode_png(page.get_attribute("#inpaint-images img.chosen", "src"))
+            # hovering another thumbnail does not look like choosing it
+            ring = "(img) => { const s = getComputedStyle(img); return [s.outlineColor, s.outlineWidth, s.outlineOffset]; }"
+            chosen_ring = page.locator("#inpaint-images img.chosen").evaluate(ring)
+            other = page.locator("#inpaint-images img:not(.chosen)").nth(2)
+            other.hover()
+            hover_ring = other.evaluate(ring)
+            assert hover_ring[1] != "0px" and hover_ring != chosen_ring, (hover_ring, chosen_ring)
 
             # a stroke across the top-left quarter of the canvas
             box = page.locator("#mask-canvas").bounding_box()
@@ -278,13 +356,25 @@ def test_inpaint_in_a_browser(sync_playwright, server, runs, tmp_path):
                                     ("#inpaint-n", "3"), ("#inpaint-seed", "4")):
                 page.fill(selector, value)
             page.click("#inpaint")
+            # what it does is in sight: the progress bar and the live frames fit the 900-pixel window
+            assert page.evaluate("() => window.scrollY") == 0
+            for selector in ("#inpaint-progress", "#inpaint-xt", "#mask-canvas"):
+                page.wait_for_selector(selector, state="attached")
+                box = page.locator(selector).bounding_box() or page.locator(selector).locator("..").bounding_box()
+                assert 0 <= box["y"] and box["y"] + box["height"] <= 900, (selector, box)
             page.wait_for_selector("#panel-inpaint[data-state=done]", timeout=60_000)
+            assert_crisp_results(page, "#inpaint-results-images img", 8, frame_scale(page, "#inpaint-xt"))
             stroke = [decode_png(img.get_attribute("src")) for img in page.locator("#inpaint-results-images img").all()]
             assert len(stroke) == 3
             changed = (stroke[0] != original)
             assert changed.sum() <= painted and not changed[4:].any()  # only painted pixels (top rows) may change
 
-            # the bottom half: the same completions as ddpm inpaint --box 0,4,8,8
+            # Bottom half adds to the stroke (which lies in the top half); after Clear it is the box 0,4,8,8,
+            # and the completions are ddpm inpaint --box 0,4,8,8's
+            page.click("#mask-bottom")
+            assert int(page.get_attribute("#panel-inpaint", "data-painted")) == painted + 32
+            page.click("#mask-clear")
+            assert page.get_attribute("#panel-inpaint", "data-painted") == "0" and page.is_disabled("#inpaint")
             page.click("#mask-bottom")
             assert page.get_attribute("#panel-inpaint", "data-painted") == "32"
             page.click("#inpaint")

@@ -2,8 +2,9 @@
 the library through ``catalog`` and ``work``; generation runs as a job (``jobs``) off the event loop.
 
 API (JSON unless said otherwise; errors are ``{"error": "<one sentence>"}`` with status 400 for a
-bad parameter, 404 for an unknown run, image or job, 409 for a run or data set that cannot be
-read, 413 for an upload over the limit and 429 when a model's queue is full):
+bad parameter, 403 for a foreign Host or a cross-site request (``guard``), 404 for an unknown
+run, image or job, 409 for a run or data set that cannot be read, 413 for an upload over the
+limit, 415 for a body of the wrong content type and 429 when a model's queue is full):
 
 - ``GET /api/info``: version, samplers with their default steps and grids, the server's limits.
 - ``GET /api/runs``: every run with its data set, size, step and conditioning.
@@ -37,6 +38,7 @@ from .._version import __version__
 from ..errors import ConfigError, DDPMError
 from ..sampling import DEFAULT_GRIDS, DEFAULT_STEPS, SAMPLERS
 from .catalog import Catalog, NotFound, TooLarge
+from .guard import IMAGE_TYPES, RequestGuard, UnsupportedType, require_type
 from .jobs import TERMINAL, Job, JobManager, QueueFull
 from .params import integer, parse_forward, parse_generate, parse_inpaint
 from .work import forward_view, generation, inpainting, png_url, schedule_view, thumbnails
@@ -44,43 +46,14 @@ from .work import forward_view, generation, inpainting, png_url, schedule_view, 
 STATIC = Path(__file__).parent / "static"
 JSON_LIMIT = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store"}
-# the page and everything it loads come from this server: no CDN, nothing from elsewhere
-SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
-                                 b"frame-ancestors 'none'; base-uri 'none'"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-]
 
 
 def status_of(err: DDPMError) -> int:
-    for kind, status in ((ConfigError, 400), (NotFound, 404), (TooLarge, 413), (QueueFull, 429)):
+    for kind, status in ((ConfigError, 400), (NotFound, 404), (TooLarge, 413), (UnsupportedType, 415),
+                         (QueueFull, 429)):
         if isinstance(err, kind):
             return status
     return 409  # a run, checkpoint or data set that cannot be read
-
-
-class HostCheck:
-    """ASGI middleware answering 403 to a Host header not in ``allowed`` (a page on another site
-    that rebinds its DNS name to 127.0.0.1 then cannot use the API), and adding the security headers."""
-
-    def __init__(self, app, allowed: set[str] | None):
-        self.app, self.allowed = app, allowed
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and self.allowed is not None:
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
-            if name.lower() not in self.allowed:
-                response = JSONResponse({"error": f"host {host!r} is not served; open the address ddpm serve printed"}, 403)
-                return await response(scope, receive, send)
-
-        async def with_headers(message):
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
-            await send(message)
-
-        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
 class JobStream(StreamingResponse):
@@ -128,6 +101,7 @@ async def read_limited(request: Request, limit: int, what: str) -> bytes:
 
 
 async def read_json(request: Request) -> Any:
+    require_type(request, ("application/json",), "the request body")  # never a simple request's text/plain
     body = await read_limited(request, JSON_LIMIT, "the request body")
     try:
         return json.loads(body or b"{}")
@@ -178,6 +152,7 @@ def build_app(
 
     async def upload(request: Request):
         run = await run_of(request)
+        require_type(request, IMAGE_TYPES, "the upload")
         body = await read_limited(request, max_upload_bytes, "the upload")
         token, image = await asyncio.to_thread(catalog.add_upload, run, body)
         return JSONResponse({"image": f"upload:{token}", "png": png_url(image.images)})
@@ -195,6 +170,8 @@ def build_app(
     async def generate(request: Request):
         run = await run_of(request)
         req = parse_generate(await read_json(request), run, max_images)
+        if req.prompt is not None:  # a prompt over the token limit: 400 now, not an error event later
+            await asyncio.to_thread(catalog.check_prompt, run, req.prompt)
         job = jobs.submit(run.name, generation(catalog, run, req, frame_interval))
         return JobStream(job, jobs, heartbeat)
 
@@ -202,6 +179,8 @@ def build_app(
         run = await run_of(request)
         req = parse_inpaint(await read_json(request), run, max_images)
         await asyncio.to_thread(catalog.image, run, req.image)  # an unknown image: its answer now, not in the stream
+        if req.prompt is not None:
+            await asyncio.to_thread(catalog.check_prompt, run, req.prompt)
         job = jobs.submit(run.name, inpainting(catalog, run, req, frame_interval))
         return JobStream(job, jobs, heartbeat)
 
@@ -242,5 +221,5 @@ def build_app(
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={DDPMError: ddpm_error, HTTPException: http_error})
     app.state.jobs, app.state.catalog = jobs, catalog
-    app.add_middleware(HostCheck, allowed=allowed_hosts)
+    app.add_middleware(RequestGuard, allowed=allowed_hosts)
     return app

@@ -27,10 +27,28 @@ from ..data import ImageDataset, get_dataset
 from ..data.folder import EXTENSIONS, load_image
 from ..errors import CheckpointError, ConfigError, DataError, DDPMError
 from ..facade import GaussianDiffusion
-from ..runs.load import load_for_sampling
-from ..schedules import Schedule, get_schedule
 from ..runs.build import image_size_of
 from ..runs.checkpoint import Checkpoint, read_checkpoint
+from ..runs.load import load_for_sampling
+from ..schedules import Schedule, get_schedule
+from ..text import WordTokenizer, check_prompts
+
+
+class WordPieceCounter:
+    """MiniLM's token count (as :meth:`ddpm.text.minilm.MiniLMEncoder.count_tokens`: WordPiece
+    tokens with [CLS] and [SEP]) from its tokenizer alone, without loading the encoder's weights."""
+
+    name = "minilm"
+
+    def __init__(self, max_tokens: int):
+        from ..text.minilm import minilm_tokenizer
+
+        self.max_tokens = max_tokens
+        self.tokenizer = minilm_tokenizer()
+
+    def count_tokens(self, prompts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(prompts))]
+
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$")
 
@@ -84,6 +102,9 @@ class RunInfo:
             "step": self.checkpoint.step,
             "conditioning": self.conditioning,
             "num_classes": self.num_classes,
+            # the prompt box says the limit the server checks, in the encoder's own tokens
+            "text": {"encoder": c.model.text_encoder, "max_tokens": c.model.text_max_tokens}
+            if self.conditioning == "text" else None,
             "timesteps": self.schedule.num_timesteps,
             "beta_schedule": c.diffusion.beta_schedule,
             "objective": c.diffusion.objective,
@@ -108,6 +129,7 @@ class Catalog:
         self._data_lock = threading.Lock()
         self._uploads: OrderedDict[str, tuple[tuple, ImageDataset]] = OrderedDict()
         self._schedules: dict[tuple, Schedule] = {}
+        self._tokenizers: dict[tuple, Any] = {}
         if self.extra is not None:
             if not self.extra.is_dir():
                 raise ConfigError(f"--run {self.extra} is not a run directory")
@@ -173,6 +195,31 @@ class Catalog:
             while len(self._models) > self._keep_models:
                 self._models.popitem(last=False)
         return diffusion
+
+    # ---- prompts ----------------------------------------------------------------------------
+
+    def check_prompt(self, run: RunInfo, prompt: str) -> None:
+        """Refuse (ConfigError) a prompt the run's text encoder would refuse: too many tokens, or
+        no words for the built-in encoder. Only the tokenizer is loaded (not the model), so a
+        request is checked before its job is queued; call from a worker thread."""
+        m = run.config.model
+        key = (m.text_encoder, m.text_max_tokens, run.config.data.text_vocab)
+        with self._lock:
+            tokenizer = self._tokenizers.get(key)
+        if tokenizer is None:
+            try:
+                if m.text_encoder == "builtin":
+                    tokenizer = WordTokenizer(run.config.data.text_vocab, m.text_max_tokens, m.builtin_text_dim)
+                else:
+                    tokenizer = WordPieceCounter(m.text_max_tokens)
+            except ConfigError as err:  # a missing package or vocabulary: the run, not the prompt, is at fault
+                raise CheckpointError(f"run {run.name!r}'s text encoder cannot be used here ({err})") from None
+            with self._lock:
+                self._tokenizers[key] = tokenizer
+        if isinstance(tokenizer, WordTokenizer):
+            tokenizer.encode([prompt])  # check_prompts, then the built-in encoder's own "no words" refusal
+        else:
+            check_prompts([prompt], tokenizer)
 
     # ---- images for the forward-process view --------------------------------------------
 

@@ -29,7 +29,7 @@ export function runUrl(run, path) {
   return `/api/runs/${encodeURIComponent(run)}/${path}`;
 }
 
-// POST a job (generation; inpainting will use the same) and call handlers[event](data) for each
+// POST a job (generation or inpainting) and call handlers[event](data) for each
 // server-sent event until the stream ends. Aborting `signal` closes the connection, which
 // cancels the job on the server.
 export async function streamJob(url, body, handlers, signal) {
@@ -52,7 +52,7 @@ export async function streamJob(url, body, handlers, signal) {
         if (line.startsWith("event: ")) event = line.slice(7);
         else if (line.startsWith("data: ")) data += line.slice(6);
       }
-      if (data && handlers[event]) handlers[event](JSON.parse(data));
+      if (data && handlers[event]) await handlers[event](JSON.parse(data));  // in order, each finished
     }
   }
 }

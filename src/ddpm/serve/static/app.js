@@ -17,11 +17,30 @@ function describe(run) {
   return `${run.dataset}, ${h}x${w} ${colour}, step ${run.step}, ${cond}, T = ${run.timesteps} (${run.beta_schedule})`;
 }
 
+// WAI-ARIA tabs: one tab in the Tab order (the selected one); Left/Right (wrapping), Home and
+// End move between tabs and show each at once.
 function showTab(name) {
-  for (const button of document.querySelectorAll("#tabs button")) {
-    button.setAttribute("aria-selected", String(button.dataset.panel === name));
+  for (const button of document.querySelectorAll("#tabs [role=tab]")) {
+    const selected = button.dataset.panel === name;
+    button.setAttribute("aria-selected", String(selected));
+    button.tabIndex = selected ? 0 : -1;
   }
   for (const key of Object.keys(panels)) $(`panel-${key}`).hidden = key !== name;
+}
+
+function setupTabs() {
+  const tabs = [...document.querySelectorAll("#tabs [role=tab]")];
+  tabs.forEach((tab, i) => {
+    tab.addEventListener("click", () => showTab(tab.dataset.panel));
+    tab.addEventListener("keydown", (event) => {
+      const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[event.key];
+      if (to === undefined) return;
+      event.preventDefault();
+      const next = tabs[(to + tabs.length) % tabs.length];
+      showTab(next.dataset.panel);
+      next.focus();
+    });
+  });
 }
 
 async function main() {
@@ -48,9 +67,7 @@ async function main() {
   }
   const context = { info };
   for (const panel of Object.values(panels)) panel.setup(context);
-  for (const button of document.querySelectorAll("#tabs button")) {
-    button.addEventListener("click", () => showTab(button.dataset.panel));
-  }
+  setupTabs();
   const choose = () => {
     const run = runs.find((r) => r.name === select.value);
     $("run-info").textContent = describe(run);

@@ -1,5 +1,6 @@
 // Generate: sampler settings in, a live stream of x_t and predicted x_0 frames, the images out.
 import { runUrl, send, streamJob } from "./api.js";
+import { clearFrame, frameScaleOf, pixelImage, resultScale, showFrame } from "./pixels.js";
 
 const $ = (id) => document.getElementById(id);
 let info, run, jobId = null, aborter = null;
@@ -38,32 +39,48 @@ function request() {
   return body;
 }
 
-function showResults(done) {
+// What the prompt box says: the limit the server checks, in the run's text encoder's tokens.
+export function promptLimit(run) {
+  if (!run.text) return "";
+  const n = run.text.max_tokens;
+  return run.text.encoder === "builtin" ? `(at most ${n} tokens, one per word)`
+    : `(at most ${n} WordPiece tokens, [CLS] and [SEP] included)`;
+}
+
+// Clear the previous run's pictures as a new one starts: until its first step they would pass
+// for this run's (and stay under "cancelled" if it is cancelled before).
+function clearPictures() {
+  $("results").hidden = true;
+  $("result-images").replaceChildren();
+  clearFrame($("frame-xt"));
+  clearFrame($("frame-x0"));
+}
+
+async function showResults(done) {
   const box = $("result-images");
   box.replaceChildren();
+  const [h, w] = run.image_size;
+  const scale = resultScale(Math.max(h, w), await frameScaleOf(done.grid));
   done.images.forEach((url, i) => {
     const link = document.createElement("a");
     const label = done.labels ? `_class${done.labels[i]}` : "";
     link.href = url;
     link.download = `${run.name}-seed${done.seed}-${String(i).padStart(5, "0")}${label}.png`;
     link.title = `image ${i}${done.labels ? `, class ${done.labels[i]}` : ""}: click to save`;
-    const img = document.createElement("img");
-    img.src = url;
-    img.alt = `image ${i}`;
-    link.append(img);
+    link.append(pixelImage(url, w, h, scale, `image ${i}`));
     box.append(link);
   });
   $("download-grid").href = done.grid;
   $("download-grid").download = `${run.name}-seed${done.seed}-grid.png`;
-  $("frame-xt").src = done.grid;  // the last x_t is the sample itself
-  $("frame-x0").src = done.grid;
+  showFrame($("frame-xt"), done.grid);  // the last x_t is the sample itself
+  showFrame($("frame-x0"), done.grid);
   $("results").hidden = false;
 }
 
 async function start(event) {
   event.preventDefault();
   $("generate-error").textContent = "";
-  $("results").hidden = true;
+  clearPictures();
   $("progress").value = 0;
   setState("queued", "sending...");
   aborter = new AbortController();
@@ -75,10 +92,13 @@ async function start(event) {
       step: (d) => {
         $("progress").value = d.done;
         $("progress-text").textContent = `${d.done} / ${d.total} steps`;
-        $("frame-xt").src = d.x_t;
-        $("frame-x0").src = d.x0;
+        showFrame($("frame-xt"), d.x_t);
+        showFrame($("frame-x0"), d.x0);
       },
-      done: (d) => { showResults(d); setState("done", `${body.n} images in ${d.seconds.toFixed(1)} s (seed ${d.seed})`); },
+      done: async (d) => {
+        await showResults(d);
+        setState("done", `${body.n} images in ${d.seconds.toFixed(1)} s (seed ${d.seed})`);
+      },
       cancelled: () => setState("cancelled", "cancelled"),
       error: (d) => { $("generate-error").textContent = d.message; setState("error", ""); },
     }, aborter.signal);
@@ -121,13 +141,12 @@ export function showRun(chosen) {
   $("row-class").hidden = !classes;
   $("row-guidance").hidden = run.conditioning === "none";  // class or text: classifier-free guidance
   $("row-prompt").hidden = run.conditioning !== "text";
+  $("prompt-limit").textContent = promptLimit(run);
   $("guidance").value = run.sample.guidance_scale;
   const select = $("class");
   select.replaceChildren(new Option("all, in turn", "all"));
   for (let c = 0; classes && c < run.num_classes; c++) select.add(new Option(String(c), String(c)));
-  $("results").hidden = true;
-  $("frame-xt").removeAttribute("src");
-  $("frame-x0").removeAttribute("src");
+  clearPictures();
   $("progress").value = 0;
   setState("idle", "");
 }

@@ -1,6 +1,8 @@
 // Inpaint: pick an image, paint the region to redraw, and watch RePaint fill it (ddpm inpaint).
 import { runUrl, send, streamJob } from "./api.js";
+import { promptLimit } from "./generate.js";
 import { imagePicker } from "./picker.js";
+import { clearFrame, frameScaleOf, pixelImage, resultScale, showFrame } from "./pixels.js";
 
 const $ = (id) => document.getElementById(id);
 const SCALE_TO = 256;  // the canvas is shown about this wide, the image's pixels magnified
@@ -38,8 +40,7 @@ function paintAt(event) {
   redraw();
 }
 
-function bottomHalf() {
-  mask.fill(0);
+function bottomHalf() {  // added to what is painted, like a brush stroke
   mask.fill(1, Math.floor(height / 2) * width);
   redraw();
 }
@@ -94,31 +95,37 @@ function request() {
   return body;
 }
 
-function showResults(done) {
+// Clear the previous run's pictures as a new one starts (see generate.js).
+function clearPictures() {
+  $("inpaint-results").hidden = true;
+  $("inpaint-results-images").replaceChildren();
+  clearFrame($("inpaint-xt"));
+  clearFrame($("inpaint-x0"));
+}
+
+async function showResults(done) {
   const box = $("inpaint-results-images");
   box.replaceChildren();
+  const scale = resultScale(Math.max(width, height), await frameScaleOf(done.grid));
   done.images.forEach((url, i) => {
     const link = document.createElement("a");
     link.href = url;
     link.download = `${run.name}-inpaint-seed${done.seed}-${String(i).padStart(5, "0")}.png`;
     link.title = `completion ${i}: click to save`;
-    const img = document.createElement("img");
-    img.src = url;
-    img.alt = `completion ${i}`;
-    link.append(img);
+    link.append(pixelImage(url, width, height, scale, `completion ${i}`));
     box.append(link);
   });
   $("inpaint-grid").href = done.grid;
   $("inpaint-grid").download = `${run.name}-inpaint-seed${done.seed}-grid.png`;
-  $("inpaint-xt").src = done.grid;
-  $("inpaint-x0").src = done.grid;
+  showFrame($("inpaint-xt"), done.grid);
+  showFrame($("inpaint-x0"), done.grid);
   $("inpaint-results").hidden = false;
 }
 
 async function start(event) {
   event.preventDefault();
   $("inpaint-error").textContent = "";
-  $("inpaint-results").hidden = true;
+  clearPictures();
   $("inpaint-progress").value = 0;
   const body = request();
   aborter = new AbortController();
@@ -130,10 +137,14 @@ async function start(event) {
       step: (d) => {
         $("inpaint-progress").value = d.done;
         $("inpaint-progress-text").textContent = `${d.done} / ${d.total} model evaluations`;
-        $("inpaint-xt").src = d.x_t;
-        $("inpaint-x0").src = d.x0;
+        showFrame($("inpaint-xt"), d.x_t);
+        showFrame($("inpaint-x0"), d.x0);
       },
-      done: (d) => { showResults(d); aborter = null; setState("done", `${body.n} completions in ${d.seconds.toFixed(1)} s (seed ${d.seed})`); },
+      done: async (d) => {
+        await showResults(d);
+        aborter = null;
+        setState("done", `${body.n} completions in ${d.seconds.toFixed(1)} s (seed ${d.seed})`);
+      },
       cancelled: () => { aborter = null; setState("cancelled", "cancelled"); },
       error: (d) => { $("inpaint-error").textContent = d.message; aborter = null; setState("error", ""); },
     }, aborter.signal);
@@ -187,13 +198,12 @@ export async function showRun(chosen) {
   $("inpaint-steps").max = run.timesteps;
   $("inpaint-steps").value = Math.min(50, run.timesteps);
   $("inpaint-error").textContent = "";
-  $("inpaint-results").hidden = true;
-  $("inpaint-xt").removeAttribute("src");
-  $("inpaint-x0").removeAttribute("src");
+  clearPictures();
   const classes = run.conditioning === "class";
   $("inpaint-row-class").hidden = !classes;
   $("inpaint-row-guidance").hidden = run.conditioning === "none";
   $("inpaint-row-prompt").hidden = run.conditioning !== "text";
+  $("inpaint-prompt-limit").textContent = promptLimit(run);
   $("inpaint-guidance").value = run.sample.guidance_scale;
   const select = $("inpaint-class");
   select.replaceChildren(new Option("none (unconditional)", "none"));

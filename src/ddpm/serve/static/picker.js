@@ -1,6 +1,7 @@
 // An image picker shared by the panels that work on one image: the run's training images as
 // thumbnails (More shows more), plus uploads decoded by the server at the run's size.
 import { getJSON, runUrl, send } from "./api.js";
+import { pixelImage, scaleFor } from "./pixels.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -15,9 +16,8 @@ export function imagePicker(ids, onChoose) {
   }
 
   function addThumb(item) {
-    const img = document.createElement("img");
-    img.src = item.png;
-    img.alt = item.image;
+    const [h, w] = run.image_size;
+    const img = pixelImage(item.png, w, h, scaleFor(Math.max(h, w), 48), item.image);
     img.title = item.label === null ? item.image : `${item.image}, class ${item.label}`;
     img.dataset.image = item.image;
     img.addEventListener("click", () => choose(item.image, img));
