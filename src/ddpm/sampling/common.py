@@ -18,7 +18,7 @@ Every public sampler takes the same settings (``ddpm.sampling`` lists them):
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -80,3 +80,12 @@ def half_log_snr(alpha_bar: float) -> float:
     if alpha_bar >= 1.0:
         return math.inf
     return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
+
+
+def lambda_steps(alpha_bars_visited: Sequence[float], end: float) -> tuple[list[float], list[tuple[float, float, float]]]:
+    """For a multistep solver over the visited alpha_bars (noisiest first) and then ``end``: lambda at
+    each (:func:`half_log_snr`, ``end`` last) and, per step i, (alpha_t, sigma_t, h) of its target
+    level, alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar), h = lambda_{i+1} - lambda_i."""
+    ab = list(alpha_bars_visited) + [end]
+    lam = [half_log_snr(a) for a in ab]
+    return lam, [(math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1]), lam[i + 1] - lam[i]) for i in range(len(ab) - 1)]

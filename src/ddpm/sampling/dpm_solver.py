@@ -32,7 +32,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .common import Callback, half_log_snr
+from .common import Callback, lambda_steps
 from .denoiser import Denoiser
 from .plan import Plan
 from .public import public_sampler
@@ -69,12 +69,10 @@ def multistep_coefficients(
     long, and its first-order update alpha_t x0_hat + sigma_t x_T is the exact limit.
     """
     ab = list(alpha_bars_visited) + [end]
-    lam = [half_log_snr(a) for a in ab]
+    lam, steps = lambda_steps(alpha_bars_visited, end)
     n = len(alpha_bars_visited)
     table = []
-    for i in range(n):
-        alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
-        h = lam[i + 1] - lam[i]
+    for i, (alpha_t, sigma_t, h) in enumerate(steps):
         k = _step_order(i, n, order, lam, lower_order_final)
         if h == 0:
             table.append((1.0, (0.0,)))
@@ -112,12 +110,10 @@ def sde_coefficients(alpha_bars_visited: list[float], order: int = 2, lower_orde
     if order not in (1, 2):
         raise ValueError(f"SDE-DPM-Solver++ has orders 1 and 2; got {order}")
     ab = list(alpha_bars_visited) + [end]
-    lam = [half_log_snr(a) for a in ab]
+    lam, steps = lambda_steps(alpha_bars_visited, end)
     n = len(alpha_bars_visited)
     table = []
-    for i in range(n):
-        alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
-        h = lam[i + 1] - lam[i]
+    for i, (alpha_t, sigma_t, h) in enumerate(steps):
         k = _step_order(i, n, order, lam, lower_order_final)
         if h == 0:
             table.append((1.0, (0.0,), 0.0))

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .common import Callback, half_log_snr
+from .common import Callback, lambda_steps
 from .denoiser import Denoiser
 from .plan import Plan
 from .public import public_sampler
@@ -74,12 +74,10 @@ def unipc_coefficients(
     if order not in (1, 2, 3):
         raise ConfigError(f"UniPC is implemented for orders 1 to 3; got order={order!r}")
     ab = list(alpha_bars_visited) + [end]
-    lam = [half_log_snr(a) for a in ab]
+    lam, steps = lambda_steps(alpha_bars_visited, end)
     n = len(alpha_bars_visited)
     table = []
-    for i in range(n):
-        alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
-        h = lam[i + 1] - lam[i]
+    for i, (alpha_t, sigma_t, h) in enumerate(steps):
         if h == 0:  # a zero-length step (t = 0 to alpha_bar_0): x stays
             table.append(((1.0, (0.0,)), None if i == n - 1 else (1.0, (0.0,), 0.0)))
             continue
