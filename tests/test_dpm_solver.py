@@ -7,7 +7,8 @@ import torch
 from ddpm.analytic import gaussian_model
 from ddpm.sampling import get_timesteps, sample_ddim, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
 from ddpm.sampling.ddim import ddim_coefficients
-from ddpm.sampling.dpm_solver import _multistep, multistep_coefficients, sde_coefficients
+from ddpm.sampling import Denoiser, make_plan
+from ddpm.sampling.dpm_solver import multistep_coefficients, run_multistep, sde_coefficients
 from ddpm.schedules import get_schedule
 
 
@@ -112,10 +113,8 @@ def test_first_order_sde_sampler_equals_ddim_with_eta_one():
     model = gaussian_model(s, 0.3, 0.2)
     x_T = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ddim = sample_ddim(model, x_T, s, 15, grid="logsnr", eta=1.0, clip=None, generator=torch.Generator().manual_seed(1))
-    sde = _multistep(1, model, x_T, s, 15, grid="logsnr", timesteps=None, t_start=None, final="clean",
-                     objective="pred_noise", variance_type="fixed_small", clip=None, threshold_percentile=0.995,
-                     threshold_max=None, callback=None, lower_order_final=True,
-                     generator=torch.Generator().manual_seed(1), stochastic=True)
+    sde = run_multistep(Denoiser(model, clip=None), x_T, make_plan(s, 15, "logsnr"), order=1, lower_order_final=True,
+                        stochastic=True, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(sde, ddim, rtol=1e-9, atol=1e-9)
 
 

@@ -1,6 +1,5 @@
 """ddpm serve's JSON API through Starlette's TestClient: every endpoint and every bad input."""
 
-import base64
 import io
 import math
 import os

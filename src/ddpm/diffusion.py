@@ -7,6 +7,7 @@ are integer tensors [B] indexing the schedule, 0 = least noisy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,12 @@ def extract(coef: Tensor, t: Tensor, x: Tensor) -> Tensor:
 def q_sample(s: Schedule, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. eq. 4). [B, ...]"""
     return extract(s.sqrt_alphas_cumprod, t, x0) * x0 + extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+
+
+def q_sample_at(x0: Tensor, alpha_bar: float, noise: Tensor) -> Tensor:
+    """x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps at one noise level ``alpha_bar`` (a Python
+    float, any time on or between the timesteps; eq. 4) for the whole batch. [B, ...]"""
+    return math.sqrt(alpha_bar) * x0 + math.sqrt(1.0 - alpha_bar) * noise
 
 
 def q_mean_variance(s: Schedule, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -101,15 +108,43 @@ def split_output(output: Tensor, channels: int, learned_variance: bool) -> tuple
     return output[:, :channels], output[:, channels:]
 
 
-def x0_and_eps(s: Schedule, objective: str, prediction: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Both x_0 and eps implied by a prediction under ``objective`` (before any clipping)."""
+def predicted_x0_eps(
+    objective: str,
+    prediction: Tensor,
+    xt: Tensor,
+    alpha: float | Tensor,
+    sigma: float | Tensor,
+    *,
+    clip: str | bool | None = None,
+    percentile: float = 0.995,
+    max_value: float | None = None,
+    clipped_eps: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """x_0 and eps [B, ...] implied by a prediction [B, ...] under ``objective`` at x_t = alpha x_0 +
+    sigma eps (eq. 4; alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar), Python floats or
+    [B, 1, ..., 1] tensors), with v = alpha eps - sigma x_0 (Salimans & Ho 2022). With ``clip``
+    (:func:`clip_x0`) x_0 is clipped and, when ``clipped_eps``, eps re-derived from it (diffusers'
+    ``use_clipped_model_output=True``); otherwise eps stays the model's own."""
     if objective == "pred_noise":
-        return x0_from_eps(s, xt, t, prediction), prediction
-    if objective == "pred_x0":
-        return prediction, eps_from_x0(s, xt, t, prediction)
-    if objective == "pred_v":
-        return x0_from_v(s, xt, t, prediction), eps_from_v(s, xt, t, prediction)
-    raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        x0, eps = (xt - sigma * prediction) / alpha, prediction
+    elif objective == "pred_x0":
+        x0, eps = prediction, (xt - alpha * prediction) / sigma
+    elif objective == "pred_v":
+        x0, eps = alpha * xt - sigma * prediction, sigma * xt + alpha * prediction
+    else:
+        raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if clip not in (False, None, "none"):
+        x0 = clip_x0(x0, clip, percentile, max_value)
+        if clipped_eps:
+            eps = (xt - alpha * x0) / sigma
+    return x0, eps
+
+
+def x0_and_eps(s: Schedule, objective: str, prediction: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Both x_0 and eps implied by a prediction under ``objective`` at integer timesteps t [B]
+    (before any clipping): :func:`predicted_x0_eps` with the schedule's coefficients."""
+    alpha, sigma = extract(s.sqrt_alphas_cumprod, t, xt), extract(s.sqrt_one_minus_alphas_cumprod, t, xt)
+    return predicted_x0_eps(objective, prediction, xt, alpha, sigma)
 
 
 def training_target(s: Schedule, objective: str, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -210,10 +245,8 @@ def p_mean_variance(
     """
     learned = variance_type == "learned_range"
     prediction, var_output = split_output(output, xt.shape[1], learned)
-    x0, eps = x0_and_eps(s, objective, prediction, xt, t)
-    if clip not in (False, None, "none"):
-        x0 = clip_x0(x0, clip)
-        eps = eps_from_x0(s, xt, t, x0)
+    alpha, sigma = extract(s.sqrt_alphas_cumprod, t, xt), extract(s.sqrt_one_minus_alphas_cumprod, t, xt)
+    x0, eps = predicted_x0_eps(objective, prediction, xt, alpha, sigma, clip=clip)
     mean, _, _ = q_posterior(s, x0, xt, t)
     log_var = model_log_variance(s, variance_type, t, xt, var_output)
     return PMeanVariance(mean=mean, variance=torch.exp(log_var), log_variance=log_var, pred_x0=x0, pred_eps=eps)

@@ -305,26 +305,21 @@ def img2img_to_directory(
     default, at most the timesteps below the start). The same seed and batch size give the same images."""
     from dataclasses import replace
 
-    from .sampling import DEFAULT_GRIDS, DEFAULT_STEPS, FRACTIONAL_GRIDS, sampling_times
+    from .runs.settings import sample_settings
     from .runs.validate import check_sample_settings
+    from .sampling import config_steps_and_grid, plan_for
 
     if isinstance(strength, bool) or not 0.0 < strength <= 1.0:
         raise ConfigError(f"--strength must lie in (0, 1] (1: plain sampling); got {strength!r}")
     diffusion, ckpt = load_for_sampling(source, use_ema=use_ema, device=device)
     guidance_scale = _guidance(guidance_scale, ckpt, classes, prompt)
-    given = {"sampler": sampler, "steps": steps, "eta": eta, "grid": grid, "clip": clip}
-    settings = replace(ckpt.config.sample, guidance_scale=guidance_scale, **{k: v for k, v in given.items() if v is not None})
+    settings = sample_settings(ckpt.config.sample, guidance_scale=guidance_scale, sampler=sampler, steps=steps, eta=eta,
+                               grid=grid, clip=clip)
     check_sample_settings(replace(settings, steps=0), diffusion.schedule, bool(diffusion.num_classes))
     T = diffusion.num_timesteps
     t_start = None if strength == 1.0 else round(strength * (T - 1))
-    grid_used = settings.grid or DEFAULT_GRIDS[settings.sampler]
-    if settings.steps:
-        steps_used = settings.steps
-    else:
-        steps_used = min(DEFAULT_STEPS[settings.sampler] or T, T)
-        if t_start is not None and grid_used not in FRACTIONAL_GRIDS:
-            steps_used = min(steps_used, t_start + 1)
-    sampling_times(diffusion.schedule, steps_used, grid_used, t_start=t_start)  # refuses too many steps, in one sentence
+    steps_used, grid_used = config_steps_and_grid(settings, T, t_start)
+    plan_for(diffusion.schedule, settings, t_start=t_start)  # refuses too many steps, in one sentence
     picture = read_image(image, diffusion.image_size, diffusion.channels, log=log)
     labels = _condition(diffusion, num, classes, prompt, guidance_scale)
     batches = list(_batches(num, batch_size))

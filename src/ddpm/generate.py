@@ -11,12 +11,13 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .config import SampleConfig, resolved_guidance
+from .config import SampleConfig
 from .errors import ConfigError
 from .facade import GaussianDiffusion
 from .fileio import atomic_write_text
 from .runs.load import load_for_sampling
 from .runs.records import describe, png_text, sample_record
+from .runs.settings import sample_settings
 from .training.batches import derived_seed
 from .viz import save_grid, save_image
 
@@ -61,25 +62,8 @@ def generate(
         batch_labels = None if labels is None else list(labels[start : start + n])
         step_fn = None if on_step is None else (lambda j, x, x0, b=i: on_step(b, j, x, x0))
         batch_prompts = None if prompts is None else list(prompts[start : start + n])
-        out.append(
-            diffusion.sample(
-                n,
-                sampler=sample.sampler,
-                steps=sample.steps or None,
-                eta=sample.eta,
-                grid=sample.grid or None,
-                clip=sample.clip,
-                final=sample.final,
-                threshold_percentile=sample.threshold_percentile,
-                threshold_max=sample.threshold_max or None,
-                clipped_eps=sample.clipped_eps,
-                classes=batch_labels,
-                guidance_scale=resolved_guidance(sample.guidance_scale, bool(diffusion.num_classes)),
-                generator=g,
-                callback=step_fn,
-                prompts=batch_prompts,
-            ).float().cpu()
-        )
+        out.append(diffusion.draw(n, sample, classes=batch_labels, generator=g, callback=step_fn,
+                                  prompts=batch_prompts).float().cpu())
         if on_batch is not None:
             on_batch(start + n, num)
     return torch.cat(out)
@@ -127,7 +111,7 @@ def sample_to_directory(
     given = {"sampler": sampler, "steps": steps, "eta": eta, "grid": grid, "clip": clip, "guidance_scale": guidance_scale,
              "final": final, "threshold_percentile": threshold_percentile, "threshold_max": threshold_max,
              "clipped_eps": clipped_eps}
-    settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
+    settings = sample_settings(ckpt.config.sample, **given)
     if num < 1 or batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be positive; got {num} and {batch_size}")
     text_run = diffusion.text_conditional

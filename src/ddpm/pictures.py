@@ -26,7 +26,9 @@ from .errors import ConfigError
 from .fileio import atomic_write
 from .generate import class_layout
 from .runs.load import load_for_sampling
-from .runs.validate import check_sample_settings, resolved_steps_and_grid
+from .runs.settings import sample_settings
+from .runs.validate import check_sample_settings
+from .sampling import config_steps_and_grid
 from .schedules import SCHEDULES, get_schedule
 from .training.batches import derived_seed
 from .viz import (denoising_frames, denoising_grid, forward_process_strip, inpainting_frames, save_animation, save_grid,
@@ -100,14 +102,13 @@ def reverse_picture(
     if Path(out).suffix.lower() not in (".gif", ".webp"):
         raise ConfigError(f"the animation is a GIF or WebP; give a name ending in .gif or .webp, not {str(out)!r}")
     diffusion, ckpt = load_for_sampling(run, device=device)
-    given = {"sampler": sampler, "steps": steps, "eta": eta, "guidance_scale": guidance_scale}
-    settings = replace(ckpt.config.sample, **{k: v for k, v in given.items() if v is not None})
+    settings = sample_settings(ckpt.config.sample, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance_scale)
     if diffusion.text_conditional and prompt is None:
         if guidance_scale is not None and guidance_scale != 1.0:
             raise ConfigError("--guidance-scale needs a --prompt on a text-conditional run")
         settings = replace(settings, guidance_scale=1.0)  # no prompt: unconditional, nothing to guide towards
     check_sample_settings(settings, diffusion.schedule, bool(diffusion.num_classes) or prompt is not None)
-    used_steps, used_grid = resolved_steps_and_grid(settings, diffusion.num_timesteps)
+    used_steps, used_grid = config_steps_and_grid(settings, diffusion.num_timesteps)
     log(f"drawing {num_images} images from {ckpt.path} with {settings.sampler}, {used_steps} steps on the {used_grid} grid")
     history: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     total: list[int] = []
@@ -173,7 +174,7 @@ def interpolation_picture(
     noise = torch.cat([slerp(torch.randn(shape, generator=g), torch.randn(shape, generator=g), weights) for _ in range(rows)])
     labels = _labels_for(diffusion, rows, classes)
     labels = [c for c in labels for _ in range(columns)] if labels is not None else None
-    steps, grid = resolved_steps_and_grid(replace(own, sampler="ddim", steps=steps, grid=grid), diffusion.num_timesteps)
+    steps, grid = config_steps_and_grid(replace(own, sampler="ddim", steps=steps, grid=grid), diffusion.num_timesteps)
     log(f"decoding {len(noise)} images from {ckpt.path} with ddim, {steps} steps on the {grid} grid")
     images = diffusion.sample(len(noise), sampler="ddim", steps=steps, eta=0.0, grid=grid, noise=noise, classes=labels)
     return save_grid(images.float().cpu(), out, nrow=columns)

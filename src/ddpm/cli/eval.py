@@ -36,15 +36,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from ..eval.report import EvalSettings, evaluate_run, format_table
     from ..runs.checkpoint import read_checkpoint
+    from ..runs.settings import sample_settings
 
     sample = None
-    given = {name: value for name, value in sampling_settings(args).items() if value is not None}
-    if given:  # the run's own [sample], with what was given in place
-        sample = replace(read_checkpoint(args.run).config.sample, **given)
+    given = sampling_settings(args)
+    if any(value is not None for value in given.values()):  # the run's own [sample], with what was given in place
+        sample = sample_settings(read_checkpoint(args.run).config.sample, **given)
     settings = EvalSettings(
         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, features=args.features,
         sample=sample, bpd_images=args.bpd_images, inception_weights=args.inception_weights,

@@ -27,7 +27,8 @@ from ..fileio import atomic_write_text
 from ..generate import class_layout, generate
 from ..runs.load import load_for_sampling
 from ..text.prompts import read_labelled_prompts
-from ..runs.validate import check_sample_settings, resolved_steps_and_grid
+from ..runs.validate import check_sample_settings
+from ..sampling import config_steps_and_grid
 from .classifier import classifier_accuracy, load_classifier, predict, save_classifier, train_classifier
 from .features import classifier_extractor, compute_statistics, inception_extractor, load_statistics, save_statistics
 from .inception import download_inception_weights
@@ -131,7 +132,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None, log: Cal
             if settings.prompts_file:
                 file_prompts = read_labelled_prompts(settings.prompts_file, list(real.class_names or []))
     check_sample_settings(sample, diffusion.schedule, bool(diffusion.num_classes) or text_run)
-    steps, grid = resolved_steps_and_grid(sample, diffusion.num_timesteps)  # recorded as used, not as "default"
+    steps, grid = config_steps_and_grid(sample, diffusion.num_timesteps)  # recorded as used, not as "default"
 
     classifier = accuracy = None
     if settings.features == "classifier" or diffusion.num_classes or labelled is not None:

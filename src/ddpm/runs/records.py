@@ -41,9 +41,9 @@ def sample_record(
     """The recipe of a set of images drawn from ``ckpt`` with ``settings``: the steps and grid
     are the ones used (the sampler's defaults filled in), never 0 or empty. It holds no time, so
     the same command writes byte-identical PNGs (the default folder name carries the time)."""
-    from .validate import resolved_steps_and_grid
+    from ..sampling import config_steps_and_grid
 
-    steps, grid = resolved_steps_and_grid(settings, num_timesteps)
+    steps, grid = config_steps_and_grid(settings, num_timesteps)
     return {
         "format": FORMAT,
         "torch_ddpm": __version__,

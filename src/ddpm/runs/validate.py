@@ -12,7 +12,7 @@ import torch
 from ..config import RunConfig, SampleConfig
 from ..diffusion import clip_x0
 from ..errors import ConfigError
-from ..sampling import DEFAULT_GRIDS, DEFAULT_STEPS, get_sampler, get_timesteps
+from ..sampling import config_steps_and_grid, get_timesteps
 from ..sampling.common import check_options
 from ..schedules import Schedule
 from .build import build_diffusion, build_unet
@@ -80,19 +80,12 @@ def validate_text_settings(config: RunConfig) -> None:
         _at_least("builtin_text_layers", m.builtin_text_layers, 0)
 
 
-def resolved_steps_and_grid(sc: SampleConfig, num_timesteps: int) -> tuple[int, str]:
-    """The step count and timestep grid that ``sc`` means, its defaults (0, "") filled in."""
-    get_sampler(sc.sampler)
-    steps = sc.steps or min(DEFAULT_STEPS[sc.sampler] or num_timesteps, num_timesteps)
-    return steps, sc.grid or DEFAULT_GRIDS[sc.sampler]
-
-
 def check_sample_settings(sc: SampleConfig, schedule: Schedule, class_conditional: bool) -> None:
     """Raise a ConfigError unless the sampler, steps, grid, clip, eta and guidance go together."""
     if sc.steps < 0:
         raise ConfigError(f"--steps must be 0 (the sampler's default) or from 1 to the {schedule.num_timesteps} "
                           f"training timesteps; got {sc.steps}")
-    steps, grid = resolved_steps_and_grid(sc, schedule.num_timesteps)
+    steps, grid = config_steps_and_grid(sc, schedule.num_timesteps)
     get_timesteps(grid, schedule, steps)
     clip_x0(torch.zeros(1), sc.clip)
     if sc.eta != 0 and sc.sampler != "ddim":

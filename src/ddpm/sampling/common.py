@@ -1,7 +1,8 @@
-"""What every sampler shares: the model function type, the times it visits and where it ends, and
-turning the model's output into x_0 and eps.
+"""What every sampler shares: the model function and callback types, the check of the common
+settings, and the model's view of time. The model with its settings is a :class:`~ddpm.sampling.denoiser.Denoiser`,
+the visited times a :class:`~ddpm.sampling.plan.Plan`.
 
-Every sampler takes the same settings (``ddpm.sampling`` lists them); the ones here:
+Every public sampler takes the same settings (``ddpm.sampling`` lists them):
 
 - ``timesteps``: the times to visit instead of ``steps`` of ``grid`` (any order, fractional allowed);
   ``x_T`` is then x at the noisiest of them. ``t_start``: the noisiest time of the grid instead of
@@ -23,9 +24,8 @@ import torch
 from torch import Tensor
 
 from ..config import register_choices
-from ..diffusion import CLIP_MODES, OBJECTIVES, VARIANCE_TYPES, check_choice, clip_x0, split_output
+from ..diffusion import CLIP_MODES, OBJECTIVES, VARIANCE_TYPES, check_choice
 from ..errors import ConfigError
-from ..schedules import Schedule
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 """``model_fn(x_t [B, C, H, W], t [B]) -> output [B, C or 2C, H, W]`` with t in the training
@@ -52,53 +52,6 @@ def model_time(t: int | float, x: Tensor) -> Tensor:
         return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
     dtype = x.dtype if x.is_floating_point() else torch.float32
     return torch.full((x.shape[0],), t, device=x.device, dtype=dtype)
-
-
-def levels(schedule: Schedule, times: Sequence[int | float], final: str) -> list[float]:
-    """alpha_bar at each visited time (noisiest first) and then at the end point ``final``, as
-    Python floats: one device-to-host copy per call, so the per-step coefficient tables cost no
-    synchronisation inside a sampler's loop."""
-    check_choice("final step", final, FINALS)
-    ab = schedule.alpha_bar_at(torch.tensor([float(t) for t in times], dtype=torch.float64)).tolist()
-    return ab + [1.0 if final == "clean" else float(schedule.alphas_cumprod[0])]
-
-
-def predict(
-    model_fn: ModelFn,
-    x: Tensor,
-    t: int | float,
-    alpha_bar: float,
-    *,
-    objective: str,
-    clip: str | bool | None,
-    threshold_percentile: float = 0.995,
-    threshold_max: float | None = None,
-    learned_variance: bool = False,
-    clipped_eps: bool = True,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """x_0, eps and the variance output of the model at x [B, ...], time t, noise level alpha_bar.
-
-    With a = sqrt(alpha_bar), s = sqrt(1 - alpha_bar): x = a x_0 + s eps and v = a eps - s x_0
-    (Salimans & Ho 2022). eps is re-derived from the clipped x_0 when ``clipped_eps`` (diffusers'
-    ``use_clipped_model_output=True``); otherwise it stays the model's own.
-    """
-    out = model_fn(x, model_time(t, x))
-    prediction, var_output = split_output(out, x.shape[1], learned_variance)
-    a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-    if objective == "pred_noise":
-        eps = prediction
-        x0 = (x - s * eps) / a
-    elif objective == "pred_x0":
-        x0 = prediction
-        eps = (x - a * x0) / s
-    else:
-        x0 = a * x - s * prediction
-        eps = s * x + a * prediction
-    if clip not in (False, None, "none"):
-        x0 = clip_x0(x0, clip, threshold_percentile, threshold_max)
-        if clipped_eps:
-            eps = (x - a * x0) / s
-    return x0, eps, var_output
 
 
 def check_options(
@@ -131,16 +84,10 @@ def half_log_snr(alpha_bar: float) -> float:
     return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
 
 
-def plan(
-    schedule: Schedule,
-    steps: int | None,
-    grid: str,
-    timesteps: Sequence[float] | None,
-    t_start: float | None,
-    final: str,
-) -> tuple[list[int | float], list[float]]:
-    """The visited times (noisiest first) and alpha_bar at each of them plus the end point."""
-    from .timesteps import sampling_times
-
-    times = sampling_times(schedule, steps, grid, timesteps, t_start)
-    return times, levels(schedule, times, final)
+def lambda_steps(alpha_bars_visited: Sequence[float], end: float) -> tuple[list[float], list[tuple[float, float, float]]]:
+    """For a multistep solver over the visited alpha_bars (noisiest first) and then ``end``: lambda at
+    each (:func:`half_log_snr`, ``end`` last) and, per step i, (alpha_t, sigma_t, h) of its target
+    level, alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar), h = lambda_{i+1} - lambda_i."""
+    ab = list(alpha_bars_visited) + [end]
+    lam = [half_log_snr(a) for a in ab]
+    return lam, [(math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1]), lam[i + 1] - lam[i]) for i in range(len(ab) - 1)]

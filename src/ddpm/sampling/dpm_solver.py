@@ -27,13 +27,15 @@ respaced chain, i.e. DDIM with eta = 1) and D = (1 + 1/2r) x0_s - 1/2r x0_prev s
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from ..schedules import Schedule
-from .common import Callback, ModelFn, check_options, half_log_snr, plan, predict
+from .common import Callback, lambda_steps
+from .denoiser import Denoiser
+from .plan import Plan
+from .public import public_sampler
 
 LOWER_ORDER_FINAL_BELOW = 15
 """With fewer steps than this the final steps drop order (``lower_order_final``), as the
@@ -67,12 +69,10 @@ def multistep_coefficients(
     long, and its first-order update alpha_t x0_hat + sigma_t x_T is the exact limit.
     """
     ab = list(alpha_bars_visited) + [end]
-    lam = [half_log_snr(a) for a in ab]
+    lam, steps = lambda_steps(alpha_bars_visited, end)
     n = len(alpha_bars_visited)
     table = []
-    for i in range(n):
-        alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
-        h = lam[i + 1] - lam[i]
+    for i, (alpha_t, sigma_t, h) in enumerate(steps):
         k = _step_order(i, n, order, lam, lower_order_final)
         if h == 0:
             table.append((1.0, (0.0,)))
@@ -110,12 +110,10 @@ def sde_coefficients(alpha_bars_visited: list[float], order: int = 2, lower_orde
     if order not in (1, 2):
         raise ValueError(f"SDE-DPM-Solver++ has orders 1 and 2; got {order}")
     ab = list(alpha_bars_visited) + [end]
-    lam = [half_log_snr(a) for a in ab]
+    lam, steps = lambda_steps(alpha_bars_visited, end)
     n = len(alpha_bars_visited)
     table = []
-    for i in range(n):
-        alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
-        h = lam[i + 1] - lam[i]
+    for i, (alpha_t, sigma_t, h) in enumerate(steps):
         k = _step_order(i, n, order, lam, lower_order_final)
         if h == 0:
             table.append((1.0, (0.0,), 0.0))
@@ -131,40 +129,21 @@ def sde_coefficients(alpha_bars_visited: list[float], order: int = 2, lower_orde
     return table
 
 
-def _multistep(
-    order: int,
-    model_fn: ModelFn,
-    x_T: Tensor,
-    schedule: Schedule,
-    steps: int | None,
-    *,
-    grid: str,
-    timesteps: Sequence[float] | None,
-    t_start: float | None,
-    final: str,
-    objective: str,
-    variance_type: str,
-    clip: str | bool | None,
-    threshold_percentile: float,
-    threshold_max: float | None,
-    callback: Callback | None,
-    lower_order_final: bool,
-    generator: torch.Generator | None = None,
-    stochastic: bool = False,
+@torch.inference_mode()
+def run_multistep(
+    denoiser: Denoiser, x: Tensor, plan: Plan, *, order: int, lower_order_final: bool = True, stochastic: bool = False,
+    generator: torch.Generator | None = None, callback: Callback | None = None,
 ) -> Tensor:
-    """The ODE solver of ``order`` or, with ``stochastic``, the SDE solver (noise from ``generator``)."""
-    check_options(objective, variance_type, clip, final, threshold_percentile, threshold_max)
-    times, ab = plan(schedule, steps, grid, timesteps, t_start, final)
+    """x [B, C, H, W] at ``plan.times[0]`` -> x_0 by the DPM-Solver++ ODE solver of ``order`` or,
+    with ``stochastic``, the SDE solver (noise from ``generator``); a learned variance is ignored."""
+    ab = plan.alpha_bars
     if stochastic:
         table = sde_coefficients(ab[:-1], order, lower_order_final, end=ab[-1])
     else:
         table = [(c_x, c_m, 0.0) for c_x, c_m in multistep_coefficients(ab[:-1], order, lower_order_final, end=ab[-1])]
-    learned = variance_type == "learned_range"
     history: list[Tensor] = []  # x0_hat of the latest steps, newest first
-    x = x_T
-    for i, (t, (c_x, c_m, c_z)) in enumerate(zip(times, table)):
-        x0, _, _ = predict(model_fn, x, t, ab[i], objective=objective, clip=clip, threshold_percentile=threshold_percentile,
-                           threshold_max=threshold_max, learned_variance=learned)
+    for i, (t, (c_x, c_m, c_z)) in enumerate(zip(plan.times, table)):
+        x0, _, _ = denoiser(x, t, ab[i])
         if callback is not None:
             callback(i, x, x0)
         history = [x0, *history[: order - 1]]
@@ -176,91 +155,21 @@ def _multistep(
     return x
 
 
-@torch.inference_mode()
-def sample_dpmpp_2m(
-    model_fn: ModelFn,
-    x_T: Tensor,
-    schedule: Schedule,
-    steps: int | None = None,
-    *,
-    grid: str = "tapered",
-    timesteps: Sequence[float] | None = None,
-    t_start: float | None = None,
-    final: str = "clean",
-    objective: str = "pred_noise",
-    variance_type: str = "fixed_small",
-    clip: str | bool | None = "static",
-    threshold_percentile: float = 0.995,
-    threshold_max: float | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    lower_order_final: bool = True,
-) -> Tensor:
-    """x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by DPM-Solver++(2M)
+run_dpmpp_2m = partial(run_multistep, order=2)
+run_dpmpp_3m = partial(run_multistep, order=3)
+run_dpmpp_2m_sde = partial(run_multistep, order=2, stochastic=True)
+OWN = {"lower_order_final": True}
+
+sample_dpmpp_2m = public_sampler("sample_dpmpp_2m", run_dpmpp_2m, grid="tapered", own=OWN, doc="""x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by DPM-Solver++(2M)
     (Lu et al. Algorithm 2). Deterministic (``generator`` is unused); one model call per step; a
     learned variance is ignored. Common settings: :mod:`ddpm.sampling.common`; ``lower_order_final``:
-    below 15 steps the last steps drop to the orders that are left, as the reference code does."""
-    return _multistep(2, model_fn, x_T, schedule, steps, grid=grid, timesteps=timesteps, t_start=t_start, final=final,
-                      objective=objective, variance_type=variance_type, clip=clip,
-                      threshold_percentile=threshold_percentile, threshold_max=threshold_max, callback=callback,
-                      lower_order_final=lower_order_final)
+    below 15 steps the last steps drop to the orders that are left, as the reference code does.""")
 
-
-@torch.inference_mode()
-def sample_dpmpp_3m(
-    model_fn: ModelFn,
-    x_T: Tensor,
-    schedule: Schedule,
-    steps: int | None = None,
-    *,
-    grid: str = "tapered",
-    timesteps: Sequence[float] | None = None,
-    t_start: float | None = None,
-    final: str = "clean",
-    objective: str = "pred_noise",
-    variance_type: str = "fixed_small",
-    clip: str | bool | None = "static",
-    threshold_percentile: float = 0.995,
-    threshold_max: float | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    lower_order_final: bool = True,
-) -> Tensor:
-    """x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by third-order multistep
+sample_dpmpp_3m = public_sampler("sample_dpmpp_3m", run_dpmpp_3m, grid="tapered", own=OWN, doc="""x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by third-order multistep
     DPM-Solver++. Warms up with a first- and a second-order step; deterministic; a learned variance
-    is ignored. Settings as for :func:`sample_dpmpp_2m`."""
-    return _multistep(3, model_fn, x_T, schedule, steps, grid=grid, timesteps=timesteps, t_start=t_start, final=final,
-                      objective=objective, variance_type=variance_type, clip=clip,
-                      threshold_percentile=threshold_percentile, threshold_max=threshold_max, callback=callback,
-                      lower_order_final=lower_order_final)
+    is ignored. Settings as for :func:`sample_dpmpp_2m`.""")
 
-
-@torch.inference_mode()
-def sample_dpmpp_2m_sde(
-    model_fn: ModelFn,
-    x_T: Tensor,
-    schedule: Schedule,
-    steps: int | None = None,
-    *,
-    grid: str = "tapered",
-    timesteps: Sequence[float] | None = None,
-    t_start: float | None = None,
-    final: str = "clean",
-    objective: str = "pred_noise",
-    variance_type: str = "fixed_small",
-    clip: str | bool | None = "static",
-    threshold_percentile: float = 0.995,
-    threshold_max: float | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    lower_order_final: bool = True,
-) -> Tensor:
-    """x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by SDE-DPM-Solver++(2M)
+sample_dpmpp_2m_sde = public_sampler("sample_dpmpp_2m_sde", run_dpmpp_2m_sde, grid="tapered", own=OWN, doc="""x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by SDE-DPM-Solver++(2M)
     (Lu et al. 2022). Stochastic: fresh noise from ``generator`` every step but a last one to clean
     data; one model call per step; a learned variance is ignored. Settings as for
-    :func:`sample_dpmpp_2m`."""
-    return _multistep(2, model_fn, x_T, schedule, steps, grid=grid, timesteps=timesteps, t_start=t_start, final=final,
-                      objective=objective, variance_type=variance_type, clip=clip,
-                      threshold_percentile=threshold_percentile, threshold_max=threshold_max, callback=callback,
-                      lower_order_final=lower_order_final, generator=generator, stochastic=True)
-
+    :func:`sample_dpmpp_2m`.""")

@@ -23,11 +23,14 @@ import math
 import torch
 from torch import Tensor
 
+from ..diffusion import q_sample_at
 from ..errors import ConfigError
 from ..schedules import Schedule
 from .ancestral import posterior_step
-from .common import Callback, ModelFn, check_options, levels, predict
-from .timesteps import sampling_times
+from .common import Callback
+from .denoiser import Denoiser
+from .plan import Plan
+from .public import REQUIRED, public_sampler
 
 DEFAULT_STEPS = 250
 DEFAULT_JUMP_LENGTH = 10
@@ -101,26 +104,42 @@ def check_keep(keep: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
 
 
 @torch.inference_mode()
-def sample_repaint(
-    model_fn: ModelFn,
-    x_T: Tensor,
-    schedule: Schedule,
-    steps: int = DEFAULT_STEPS,
-    *,
-    known: Tensor,
-    keep: Tensor,
-    jump_length: int = DEFAULT_JUMP_LENGTH,
-    jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE,
-    grid: str = DEFAULT_GRID,
-    objective: str = "pred_noise",
-    variance_type: str = "fixed_small",
-    clip: str | bool | None = "static",
-    threshold_percentile: float = 0.995,
-    threshold_max: float | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
+def run_repaint(
+    denoiser: Denoiser, x: Tensor, plan: Plan, *, known: Tensor, keep: Tensor, jump_length: int = DEFAULT_JUMP_LENGTH,
+    jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE, generator: torch.Generator | None = None, callback: Callback | None = None,
 ) -> Tensor:
-    """x_T [B, C, H, W] (noise at the noisiest level) -> x_0 [B, C, H, W] whose ``keep`` pixels are
+    """x [B, C, H, W] at the plan's noisiest level -> x_0 by RePaint on the chain of the plan's
+    levels (a plan to clean data; see :func:`sample_repaint`)."""
+    path = repaint_schedule(len(plan), jump_length, jump_n_sample)
+    keep = check_keep(keep, x.shape).to(x.device)
+    if tuple(known.shape) != tuple(x.shape):
+        raise ConfigError(f"the known image has shape {list(known.shape)}, x_T {list(x.shape)}; they must match")
+    known = known.to(x.device, x.dtype)
+    times, ab = plan.times[::-1], plan.alpha_bars[:-1][::-1]  # level k is times[k], least noisy first
+    chain = Schedule.from_alpha_bars(ab).to(x.device)  # level k -> k - 1 keeps alpha_bar (Nichol & Dhariwal)
+    betas = chain.betas.tolist()
+    any_kept = bool(keep.any())  # nothing kept: no draws for it, so the walk is the ancestral sampler's exactly
+    i = 0
+    for k, k_next in zip(path, path[1:]):
+        if k_next > k:  # eq. 9: one forward step of the chain, x_{k+1} ~ N(sqrt(1 - beta) x_k, beta I)
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = math.sqrt(1.0 - betas[k_next]) * x + math.sqrt(betas[k_next]) * noise
+            continue
+        if any_kept:  # eq. 8: the kept pixels as the given image noised to this level, q(x_k | x_0)
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = torch.where(keep, q_sample_at(known, ab[k], noise), x)
+        x0, _, var_output = denoiser(x, times[k], ab[k])
+        if callback is not None:
+            callback(i, x, x0)
+        i += 1
+        x = posterior_step(chain, x0, x, k, denoiser.variance_type, var_output, generator)
+    return torch.where(keep, known, x)  # at clean data q(x_0 | x_0) is the image itself
+
+
+sample_repaint = public_sampler(
+    "sample_repaint", run_repaint, grid=DEFAULT_GRID, steps=DEFAULT_STEPS, plan_options=False,
+    own={"known": REQUIRED, "keep": REQUIRED, "jump_length": DEFAULT_JUMP_LENGTH, "jump_n_sample": DEFAULT_JUMP_N_SAMPLE},
+    check=lambda a: repaint_schedule(a["steps"], a["jump_length"], a["jump_n_sample"]), doc="""x_T [B, C, H, W] (noise at the noisiest level) -> x_0 [B, C, H, W] whose ``keep`` pixels are
     ``known`` [B, C, H, W] (in [-1, 1], like x_T) exactly and whose other pixels are generated.
 
     ``keep`` is a mask broadcastable to x_T, True (or 1) where a pixel is kept. The chain has
@@ -130,37 +149,8 @@ def sample_repaint(
     is called before each model step, i counting model evaluations, with x_k after the kept pixels
     were put in. ``objective``, ``variance_type``, ``clip`` and the thresholds are the samplers'
     (:mod:`ddpm.sampling.common`).
-    """
-    check_options(objective, variance_type, clip, "clean", threshold_percentile, threshold_max)
-    path = repaint_schedule(steps, jump_length, jump_n_sample)
-    keep = check_keep(keep, x_T.shape).to(x_T.device)
-    if tuple(known.shape) != tuple(x_T.shape):
-        raise ConfigError(f"the known image has shape {list(known.shape)}, x_T {list(x_T.shape)}; they must match")
-    known = known.to(x_T.device, x_T.dtype)
-    times = sampling_times(schedule, steps, grid)[::-1]  # level k is times[k], least noisy first
-    ab = levels(schedule, times, "clean")[:-1]
-    chain = Schedule.from_alpha_bars(ab).to(schedule.device)  # level k -> k - 1 keeps alpha_bar (Nichol & Dhariwal)
-    betas = chain.betas.tolist()
-    learned = variance_type == "learned_range"
-    any_kept = bool(keep.any())  # nothing kept: no draws for it, so the walk is the ancestral sampler's exactly
-    x, i = x_T, 0
-    for k, k_next in zip(path, path[1:]):
-        if k_next > k:  # eq. 9: one forward step of the chain, x_{k+1} ~ N(sqrt(1 - beta) x_k, beta I)
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = math.sqrt(1.0 - betas[k_next]) * x + math.sqrt(betas[k_next]) * noise
-            continue
-        if any_kept:  # eq. 8: the kept pixels as the given image noised to this level, q(x_k | x_0)
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = torch.where(keep, math.sqrt(ab[k]) * known + math.sqrt(1.0 - ab[k]) * noise, x)
-        x0, _, var_output = predict(model_fn, x, times[k], ab[k], objective=objective, clip=clip,
-                                    threshold_percentile=threshold_percentile, threshold_max=threshold_max,
-                                    learned_variance=learned)
-        if callback is not None:
-            callback(i, x, x0)
-        i += 1
-        x = posterior_step(chain, x0, x, k, variance_type, var_output, generator)
-    return torch.where(keep, known, x)  # at clean data q(x_0 | x_0) is the image itself
+    """)
 
 
 __all__ = ["DEFAULT_GRID", "DEFAULT_JUMP_LENGTH", "DEFAULT_JUMP_N_SAMPLE", "DEFAULT_STEPS", "check_keep",
-           "model_evaluations", "model_levels", "repaint_schedule", "sample_repaint"]
+           "model_evaluations", "model_levels", "repaint_schedule", "run_repaint", "sample_repaint"]

@@ -30,27 +30,28 @@ diffusers' best, ``lu-lambdas``, +2.40% and +1.33% (the script prints every grid
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from ..config import register_choices
 from ..errors import ConfigError
-from ..schedules import Schedule
-from .ancestral import sample_ancestral
-from .common import Callback, ModelFn
-from .ddim import sample_ddim
-from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
-from .unipc import sample_unipc
+from .ancestral import run_ancestral, sample_ancestral
+from .common import Callback
+from .ddim import run_ddim, sample_ddim
+from .denoiser import Denoiser
+from .plan import Plan
+from .dpm_solver import (run_dpmpp_2m, run_dpmpp_2m_sde, run_dpmpp_3m, sample_dpmpp_2m, sample_dpmpp_2m_sde,
+                         sample_dpmpp_3m)
+from .public import PublicSampler, bind, prepare, signature
+from .unipc import run_unipc
 
 
-def _with_order(order: int) -> Callable[..., Tensor]:
+def _with_order(order: int) -> PublicSampler:
     """sample_unipc with ``order`` fixed (its signature shows order={order} as the default)."""
-    fn = partial(sample_unipc, order=order)
-    fn.__name__ = f"sample_unipc{order}"  # type: ignore[attr-defined]
-    fn.__doc__ = f"UniPC-bh2 of order {order}: :func:`ddpm.sampling.unipc.sample_unipc` with order={order}."
-    return fn
+    return PublicSampler(f"sample_unipc{order}", run_unipc, grid="tapered", own={"order": order, "lower_order_final": True},
+                         doc=f"UniPC-bh2 of order {order}: :func:`ddpm.sampling.unipc.sample_unipc` with order={order}.")
 
 
 sample_unipc2 = _with_order(2)
@@ -67,6 +68,17 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 register_choices("sampler", SAMPLERS)
 
+CORES: dict[str, Callable[..., Tensor]] = {
+    "ancestral": run_ancestral,
+    "ddim": run_ddim,
+    "dpm++2m": run_dpmpp_2m,
+    "dpm++3m": run_dpmpp_3m,
+    "dpm++2m-sde": run_dpmpp_2m_sde,
+    "unipc2": partial(run_unipc, order=2),
+    "unipc3": partial(run_unipc, order=3),
+}
+"""Each sampler's core, ``core(denoiser, x, plan, *, generator=None, callback=None, <own options>)``."""
+
 DEFAULT_GRIDS: dict[str, str] = {
     "ancestral": "quadratic",
     "ddim": "quadratic",
@@ -80,7 +92,7 @@ DEFAULT_GRIDS: dict[str, str] = {
 DEFAULT_STEPS: dict[str, int | None] = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20, "dpm++2m-sde": 20,
                                         "unipc2": 20, "unipc3": 20}
 """Model evaluations each sampler takes when the caller does not say (None: all T steps); the
-facade and the command line use these."""
+facade and the command line use these (:func:`ddpm.sampling.settings.steps_and_grid`)."""
 
 OWN_OPTIONS: dict[str, tuple[str, ...]] = {"ddim": ("eta", "clipped_eps")}
 """Settings that only some samplers have; :func:`sample` refuses them for the others."""
@@ -93,40 +105,9 @@ def get_sampler(name: str) -> Callable[..., Tensor]:
     return SAMPLERS[name]
 
 
-def sample(
-    name: str,
-    model_fn: ModelFn,
-    x_T: Tensor,
-    schedule: Schedule,
-    steps: int | None = None,
-    *,
-    eta: float = 0.0,
-    grid: str | None = None,
-    timesteps: Sequence[float] | None = None,
-    t_start: float | None = None,
-    final: str = "clean",
-    objective: str = "pred_noise",
-    variance_type: str = "fixed_small",
-    clip: str | bool | None = "static",
-    threshold_percentile: float = 0.995,
-    threshold_max: float | None = None,
-    clipped_eps: bool = True,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> Tensor:
-    """Run sampler ``name`` from x_T [B, C, H, W] (x at the first visited time) to x_0 [B, C, H, W].
-
-    ``steps`` model evaluations (None: all T) on ``grid`` (None: the sampler's default,
-    :data:`DEFAULT_GRIDS`) from ``t_start`` (None: T-1) down, or the explicit ``timesteps``; the
-    other settings are described in :mod:`ddpm.sampling.common`. ``eta`` and ``clipped_eps`` are
-    DDIM's; any other sampler rejects them at values other than their defaults rather than
-    silently ignoring them.
-    """
-    fn = get_sampler(name)
-    grid = DEFAULT_GRIDS[name] if grid is None else grid
-    options = dict(grid=grid, timesteps=timesteps, t_start=t_start, final=final, objective=objective,
-                   variance_type=variance_type, clip=clip, threshold_percentile=threshold_percentile,
-                   threshold_max=threshold_max, generator=generator, callback=callback)
+def check_own_options(name: str, eta: float = 0.0, clipped_eps: bool = True) -> None:
+    """Refuse DDIM's ``eta`` and ``clipped_eps`` at values other than their defaults for any other
+    sampler, rather than silently ignoring them."""
     own = {"eta": (eta, 0.0), "clipped_eps": (clipped_eps, True)}
     for option, (value, default) in own.items():
         if value != default and option not in OWN_OPTIONS.get(name, ()):
@@ -134,6 +115,42 @@ def sample(
                 f"{option}={value!r} applies only to the 'ddim' sampler; sampler {name!r} has no {option}, "
                 f"so leave it at {default if isinstance(default, bool) else format(default, 'g')}"
             )
-    if name == "ddim":
-        return fn(model_fn, x_T, schedule, steps, eta=eta, clipped_eps=clipped_eps, **options)
-    return fn(model_fn, x_T, schedule, steps, **options)
+
+
+def run_sampler(
+    name: str, denoiser: Denoiser, x: Tensor, plan: Plan, *, eta: float = 0.0, generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """The core of sampler ``name`` from x [B, C, H, W] at ``plan.times[0]`` to x_0 [B, C, H, W];
+    ``eta`` (and the denoiser's ``clipped_eps``) are DDIM's and refused at other values for the rest."""
+    get_sampler(name)
+    check_own_options(name, eta, denoiser.clipped_eps)
+    own = {"eta": eta} if name == "ddim" else {}
+    return CORES[name](denoiser, x, plan, generator=generator, callback=callback, **own)
+
+
+class _Sample:
+    """:func:`sample`'s signature is the public samplers' with ``name`` first, ``grid`` default None
+    and both of DDIM's options (see :mod:`ddpm.sampling.public`)."""
+
+    __signature__ = signature(None, {"eta": 0.0, "clipped_eps": True}, first=("name",))
+    __name__ = __qualname__ = "sample"
+    __doc__ = """Run sampler ``name`` from x_T [B, C, H, W] (x at the first visited time) to x_0 [B, C, H, W].
+
+    ``steps`` model evaluations (None: all T) on ``grid`` (None: the sampler's default,
+    :data:`DEFAULT_GRIDS`) from ``t_start`` (None: T-1) down, or the explicit ``timesteps``; the
+    other settings are described in :mod:`ddpm.sampling.common`. ``eta`` and ``clipped_eps`` are
+    DDIM's; any other sampler rejects them at values other than their defaults rather than
+    silently ignoring them.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        a = bind(self.__signature__, args, kwargs)
+        name = a["name"]
+        get_sampler(name)
+        check_own_options(name, a["eta"], a["clipped_eps"])
+        denoiser, plan = prepare(a, DEFAULT_GRIDS[name] if a["grid"] is None else a["grid"])
+        return run_sampler(name, denoiser, a["x_T"], plan, eta=a["eta"], generator=a["generator"], callback=a["callback"])
+
+
+sample = _Sample()

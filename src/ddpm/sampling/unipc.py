@@ -21,15 +21,16 @@ Every coefficient depends only on the grid and is computed in Python floats befo
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..schedules import Schedule
-from .common import Callback, ModelFn, check_options, half_log_snr, plan, predict
+from .common import Callback, lambda_steps
+from .denoiser import Denoiser
+from .plan import Plan
+from .public import public_sampler
 
 Step = tuple[float, tuple[float, ...]]
 """(c_x, c_m): x_next = c_x x + sum_j c_m[j] x0_hat_{i-j} (c_m[0] multiplies the newest)."""
@@ -73,12 +74,10 @@ def unipc_coefficients(
     if order not in (1, 2, 3):
         raise ConfigError(f"UniPC is implemented for orders 1 to 3; got order={order!r}")
     ab = list(alpha_bars_visited) + [end]
-    lam = [half_log_snr(a) for a in ab]
+    lam, steps = lambda_steps(alpha_bars_visited, end)
     n = len(alpha_bars_visited)
     table = []
-    for i in range(n):
-        alpha_t, sigma_t = math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1])
-        h = lam[i + 1] - lam[i]
+    for i, (alpha_t, sigma_t, h) in enumerate(steps):
         if h == 0:  # a zero-length step (t = 0 to alpha_bar_0): x stays
             table.append(((1.0, (0.0,)), None if i == n - 1 else (1.0, (0.0,), 0.0)))
             continue
@@ -117,39 +116,18 @@ def unipc_coefficients(
 
 
 @torch.inference_mode()
-def sample_unipc(
-    model_fn: ModelFn,
-    x_T: Tensor,
-    schedule: Schedule,
-    steps: int | None = None,
-    *,
-    grid: str = "tapered",
-    timesteps: Sequence[float] | None = None,
-    t_start: float | None = None,
-    final: str = "clean",
-    objective: str = "pred_noise",
-    variance_type: str = "fixed_small",
-    clip: str | bool | None = "static",
-    threshold_percentile: float = 0.995,
-    threshold_max: float | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    order: int = 2,
-    lower_order_final: bool = True,
+def run_unipc(
+    denoiser: Denoiser, x: Tensor, plan: Plan, *, order: int = 2, lower_order_final: bool = True,
+    generator: torch.Generator | None = None, callback: Callback | None = None,
 ) -> Tensor:
-    """x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by UniPC-bh2 of ``order``
-    (2 or 3; 1 is DDIM with a trapezoid corrector). One model call per step; deterministic
-    (``generator`` is unused); a learned variance is ignored. Common settings: :mod:`ddpm.sampling.common`.
-    """
-    check_options(objective, variance_type, clip, final, threshold_percentile, threshold_max)
-    times, ab = plan(schedule, steps, grid, timesteps, t_start, final)
+    """x [B, C, H, W] at ``plan.times[0]`` -> x_0 by UniPC-bh2 of ``order`` over the plan (see
+    :func:`sample_unipc`; ``generator`` is unused)."""
+    ab = plan.alpha_bars
     table = unipc_coefficients(ab[:-1], order, lower_order_final, end=ab[-1])
-    learned = variance_type == "learned_range"
     history: list[Tensor] = []  # x0_hat, newest first
-    x, x_before = x_T, x_T
-    for i, t in enumerate(times):
-        x0, _, _ = predict(model_fn, x, t, ab[i], objective=objective, clip=clip, threshold_percentile=threshold_percentile,
-                           threshold_max=threshold_max, learned_variance=learned)
+    x_before = x
+    for i, t in enumerate(plan.times):
+        x0, _, _ = denoiser(x, t, ab[i])
         if i > 0 and table[i - 1][1] is not None:  # correct the step that led here (UniC)
             c_x, c_m, c_new = table[i - 1][1]
             x = c_x * x_before + c_new * x0
@@ -164,3 +142,9 @@ def sample_unipc(
         for c, m in zip(c_m, history):
             x = x + c * m
     return x
+
+
+sample_unipc = public_sampler("sample_unipc", run_unipc, grid="tapered", own={"order": 2, "lower_order_final": True}, doc="""x_T [B, C, H, W] (x at the first visited time) -> x_0 [B, C, H, W] by UniPC-bh2 of ``order``
+    (2 or 3; 1 is DDIM with a trapezoid corrector). One model call per step; deterministic
+    (``generator`` is unused); a learned variance is ignored. Common settings: :mod:`ddpm.sampling.common`.
+    """)

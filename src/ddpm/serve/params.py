@@ -15,8 +15,9 @@ from typing import Any, Mapping
 from ..config import SampleConfig
 from ..errors import ConfigError
 from ..generate import class_layout
-from ..sampling import SAMPLERS, get_timesteps
-from ..runs.validate import check_sample_settings, resolved_steps_and_grid
+from ..runs.settings import sample_settings
+from ..runs.validate import check_sample_settings
+from ..sampling import SAMPLERS, config_steps_and_grid, get_timesteps
 from .catalog import RunInfo
 
 MAX_SEED = 2**63 - 1
@@ -134,14 +135,14 @@ def parse_generate(body: Any, run: RunInfo, max_images: int) -> GenerateRequest:
         if given.get("guidance_scale", 1.0) != 1.0:
             raise ConfigError("guidance_scale needs a prompt on a text-conditional run; give a prompt or set guidance to 1")
         given["guidance_scale"] = 1.0
-    settings = replace(run.config.sample, **given)
+    settings = sample_settings(run.config.sample, **given)
     guided = run.conditioning != "none"  # classifier-free guidance needs a condition to guide by
     if settings.guidance_scale != 1.0 and not guided:
         raise ConfigError(
             f"run {run.name!r} is not class-conditional, so guidance_scale must be 1; got {settings.guidance_scale:g}"
         )
     check_sample_settings(settings, run.schedule, guided)
-    steps, grid = resolved_steps_and_grid(settings, T)
+    steps, grid = config_steps_and_grid(settings, T)
     n = integer("n", body["n"], 1, max_images) if body.get("n") is not None else max(1, min(16, max_images))
     seed = integer("seed", body["seed"], 0, MAX_SEED) if body.get("seed") is not None else 0
     labels = parse_labels(body, run, n)

@@ -1,4 +1,5 @@
-"""``GaussianDiffusion``: the familiar one-object API, delegating to the plain math modules.
+"""``GaussianDiffusion``: the familiar one-object API, delegating to the plain math modules
+(its editing methods, ``img2img`` and ``inpaint``: :mod:`ddpm.facade.edits`).
 
 Images in and out of this class are in [0, 1] ([B, C, H, W]), as users expect; inside, the
 library works in [-1, 1].
@@ -6,49 +7,26 @@ library works in [-1, 1].
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .diffusion import OBJECTIVES, VARIANCE_TYPES, check_choice
-from .errors import ConfigError
-from .likelihood import BitsPerDim, bits_per_dim
-from .losses import LOSS_TYPES, LossTerms, training_losses
-from .models.unet import image_hw
-from .sampling import DEFAULT_GRIDS, DEFAULT_STEPS, FRACTIONAL_GRIDS, get_sampler, sampling_times
-from .sampling import inpaint
-from .sampling import sample as run_sampler
-from .sampling.guidance import guided_model_fn, text_guided_model_fn
-from .sampling.common import Callback, ModelFn
-from .schedules import Schedule, get_schedule
-from .text.base import TextBatch, TextEncoder, check_prompts
+from ..config import SampleConfig, resolved_guidance
+from ..diffusion import OBJECTIVES, VARIANCE_TYPES, check_choice, q_sample_at
+from ..errors import ConfigError
+from ..likelihood import BitsPerDim, bits_per_dim
+from ..losses import LOSS_TYPES, LossTerms, training_losses
+from ..models.unet import image_hw
+from ..sampling import Denoiser, make_plan, run_sampler, steps_and_grid
+from ..sampling.common import Callback, ModelFn
+from ..sampling.guidance import guided_model_fn, text_guided_model_fn
+from ..schedules import Schedule, get_schedule
+from ..text.base import TextBatch, TextEncoder, check_prompts
+from .edits import Editing, eval_mode, normalize, unnormalize
 
 
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in eval mode (dropout off) and restore its mode afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-def normalize(images: Tensor) -> Tensor:
-    """[0, 1] -> [-1, 1]."""
-    return images * 2 - 1
-
-
-def unnormalize(x: Tensor) -> Tensor:
-    """[-1, 1] -> [0, 1], clamped."""
-    return ((x + 1) / 2).clamp(0, 1)
-
-
-class GaussianDiffusion(nn.Module):
+class GaussianDiffusion(Editing, nn.Module):
     """A model and a noise schedule, with the training loss as ``forward`` and ``sample``.
 
     ``GaussianDiffusion(model, image_size=128, timesteps=1000, loss_type='l1')`` then
@@ -338,23 +316,18 @@ class GaussianDiffusion(nn.Module):
         x_T = noise.to(device) if noise is not None else torch.randn(shape, generator=generator, device=device)
         if sampler is None:
             sampler = "ddim" if self.sampling_timesteps < self.num_timesteps else "ancestral"
-        get_sampler(sampler)
-        if timesteps is not None:
-            steps = None
-        elif steps is None:
-            steps = self.sampling_timesteps if self._steps_given else DEFAULT_STEPS.get(sampler)
-            steps = min(steps or self.num_timesteps, self.num_timesteps)
-            if t_start is not None and (grid or DEFAULT_GRIDS[sampler]) not in FRACTIONAL_GRIDS:
-                steps = min(steps, math.floor(t_start) + 1)  # all the whole timesteps there are below t_start
+        steps, grid = steps_and_grid(sampler, steps, grid, self.num_timesteps, t_start=t_start,
+                                     default_steps=self.sampling_timesteps if self._steps_given else None)
+        denoiser = Denoiser(model_fn, self.objective, self.variance_type, clip, threshold_percentile, threshold_max,
+                            clipped_eps)
+        plan = make_plan(self.schedule_on(device), None if timesteps is not None else steps, grid, timesteps, t_start,
+                         final)
         if x_start is not None:
             self._check_images(x_start)
             if x_start.shape[0] != batch_size:
                 raise ConfigError(f"x_start holds {x_start.shape[0]} images for a batch of {batch_size}; give one per image")
-            schedule = self.schedule_on(device)
-            first = sampling_times(schedule, steps, grid or DEFAULT_GRIDS[sampler], timesteps, t_start)[0]
             x0 = normalize(x_start.to(device)) if self.auto_normalize else x_start.to(device)
-            a = schedule.alpha_bar_at(first).sqrt().item()
-            x_T = a * x0 + math.sqrt(1.0 - a * a) * x_T.to(x0.dtype)  # q(x_t | x_0), Ho et al. eq. 4
+            x_T = q_sample_at(x0, plan.alpha_bars[0], x_T.to(x0.dtype))  # q(x_t | x_0), Ho et al. eq. 4
         frames = [x_T]
 
         def record(i: int, x: Tensor, pred_x0: Tensor) -> None:
@@ -364,129 +337,30 @@ class GaussianDiffusion(nn.Module):
                 callback(i, x, pred_x0)
 
         with eval_mode(self):  # no dropout: the same generator gives the same images
-            x0 = run_sampler(
-                sampler,
-                model_fn,
-                x_T,
-                self.schedule_on(device),
-                steps,
-                eta=eta,
-                grid=grid,
-                objective=self.objective,
-                variance_type=self.variance_type,
-                clip=clip,
-                generator=generator,
-                callback=record if return_all_timesteps else callback,
-                timesteps=timesteps,
-                t_start=t_start,
-                final=final,
-                threshold_percentile=threshold_percentile,
-                threshold_max=threshold_max,
-                clipped_eps=clipped_eps,
-            )
+            x0 = run_sampler(sampler, denoiser, x_T, plan, eta=eta, generator=generator,
+                             callback=record if return_all_timesteps else callback)
         out = torch.stack(frames + [x0], dim=1) if return_all_timesteps else x0
         return unnormalize(out) if self.auto_normalize else out
 
-    # ---- editing: image-to-image (SDEdit) and inpainting (RePaint) ------------------------------
-
-    def _edit_input(self, images: Tensor) -> Tensor:
-        """Checked ``images`` on the model's device, in [-1, 1]."""
-        self._check_images(images)
-        low, high = (0.0, 1.0) if self.auto_normalize else (-1.0, 1.0)
-        lo, hi = images.aminmax() if images.numel() else (torch.zeros(()), torch.zeros(()))
-        if not images.is_floating_point() or not (low <= float(lo) and float(hi) <= high):
-            kind = images.dtype if not images.is_floating_point() else f"values from {float(lo):g} to {float(hi):g}"
-            raise ConfigError(f"images must be floats in [{low:g}, {high:g}]; got {kind}")
-        images = images.to(self.device)
-        return normalize(images) if self.auto_normalize else images
-
-    @torch.inference_mode()
-    def img2img(
+    def draw(
         self,
-        images: Tensor,
-        strength: float = 0.6,
+        batch_size: int,
+        settings: SampleConfig,
         *,
-        sampler: str | None = None,
-        steps: int | None = None,
-        eta: float = 0.0,
-        grid: str | None = None,
-        clip: str | bool | None = "static",
         classes: Tensor | Sequence[int] | int | None = None,
-        guidance_scale: float = 1.0,
         prompts: Sequence[str] | str | None = None,
         generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
         callback: Callback | None = None,
     ) -> Tensor:
-        """SDEdit (Meng et al. 2022): ``images`` [B, C, H, W] in [0, 1] noised to ``strength`` of the
-        chain, t = round(strength (T - 1)), by q(x_t | x_0) (Ho et al. eq. 4), then denoised by
-        ``sampler`` from there: low strength keeps the image, high strength keeps its rough layout.
-        ``strength=1`` is plain sampling (the images are not used). Exactly
-        ``sample(B, x_start=images, t_start=t, ...)``: the noise comes first from ``generator``
-        (or is ``noise``), then the sampler's own draws. ``steps`` counts model evaluations from t
-        down (default: the sampler's, at most the t + 1 whole timesteps there are); the other
-        settings are :meth:`sample`'s.
-        """
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-            raise ConfigError(f"strength must lie in (0, 1] (1: plain sampling); got {strength!r}")
-        self._edit_input(images)
-        start = None if strength == 1.0 else round(strength * (self.num_timesteps - 1))
-        return self.sample(
-            images.shape[0], sampler=sampler, steps=steps, eta=eta, grid=grid, clip=clip, classes=classes,
-            guidance_scale=guidance_scale, generator=generator, noise=noise, callback=callback,
-            x_start=None if start is None else images, t_start=start, prompts=prompts,
-        )
-
-    @torch.inference_mode()
-    def inpaint(
-        self,
-        images: Tensor,
-        keep: Tensor,
-        *,
-        steps: int | None = None,
-        jump_length: int = inpaint.DEFAULT_JUMP_LENGTH,
-        jump_n_sample: int = inpaint.DEFAULT_JUMP_N_SAMPLE,
-        grid: str = inpaint.DEFAULT_GRID,
-        clip: str | bool | None = "static",
-        classes: Tensor | Sequence[int] | int | None = None,
-        guidance_scale: float = 1.0,
-        prompts: Sequence[str] | str | None = None,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        """RePaint (Lugmayr et al. 2022, :mod:`ddpm.sampling.inpaint`): ``images`` [B, C, H, W] in
-        [0, 1] with the pixels where ``keep`` is 1 (True) kept exactly as given and the rest drawn
-        by the model to fit them. ``keep`` broadcasts to the images ([H, W], [1, 1, H, W],
-        [B, 1, H, W], ...) and must keep some pixels and generate others.
-
-        The chain has ``steps`` levels on ``grid`` (default and the paper: 250, or T if smaller); every
-        ``jump_length`` levels the walk goes back up that many levels, ``jump_n_sample - 1`` times
-        (the paper: 10 and 10, 2,410 model evaluations; ``jump_n_sample=1``: plain replacement, one
-        evaluation per level). A fast setting: ``steps=50, jump_length=5, jump_n_sample=5``
-        (230 evaluations; benchmarks/README.md). ``classes`` or ``prompts`` and ``guidance_scale``
-        condition and guide the model as in :meth:`sample`; ``noise`` is x at the noisiest level (default:
-        drawn from ``generator``); ``callback(i, x_t, pred_x0)`` sees [-1, 1] tensors.
-        """
-        x0 = self._edit_input(images)
-        mask = inpaint.check_keep(keep, x0.shape)
-        if not bool(mask.any()) or bool(mask.all()):
-            what = "nothing" if not bool(mask.any()) else "every pixel"
-            raise ConfigError(f"the keep mask keeps {what}, which leaves nothing to inpaint; keep some pixels (1) "
-                              "and leave others to generate (0)")
-        batch = x0.shape[0]
-        steps = min(inpaint.DEFAULT_STEPS, self.num_timesteps) if steps is None else steps
-        model_fn = self.conditioned_model_fn(classes, guidance_scale, batch, self.device, prompts)
-        x_T = noise.to(self.device, x0.dtype) if noise is not None else torch.randn(
-            x0.shape, generator=generator, device=self.device, dtype=x0.dtype)
-        with eval_mode(self):  # no dropout: the same generator gives the same images
-            out = inpaint.sample_repaint(
-                model_fn, x_T, self.schedule_on(self.device), steps, known=x0, keep=mask.to(self.device),
-                jump_length=jump_length, jump_n_sample=jump_n_sample, grid=grid, objective=self.objective,
-                variance_type=self.variance_type, clip=clip, generator=generator, callback=callback,
-            )
-        out = unnormalize(out) if self.auto_normalize else out
-        return torch.where(mask.to(out.device), images.to(out.device, out.dtype), out)  # kept pixels bit for bit
+        """:meth:`sample` with a run's ``[sample]`` settings, whole (:class:`ddpm.config.SampleConfig`):
+        its steps 0, grid "" and threshold_max 0 are the defaults, its guidance_scale None is auto
+        (:func:`ddpm.config.resolved_guidance`). ``batch_size`` images [B, C, H, W] in [0, 1]."""
+        sc = settings
+        return self.sample(batch_size, sampler=sc.sampler, steps=sc.steps or None, eta=sc.eta, grid=sc.grid or None,
+                           clip=sc.clip, final=sc.final, threshold_percentile=sc.threshold_percentile,
+                           threshold_max=sc.threshold_max or None, clipped_eps=sc.clipped_eps,
+                           guidance_scale=resolved_guidance(sc.guidance_scale, bool(self.num_classes)), classes=classes,
+                           prompts=prompts, generator=generator, callback=callback)
 
     def bits_per_dim(self, images: Tensor, classes: Tensor | None = None, *, generator: torch.Generator | None = None) -> BitsPerDim:
         """The variational bound of 8-bit ``images`` [B, C, H, W] in [0, 1], in bits/dim."""
