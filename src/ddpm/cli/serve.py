@@ -24,8 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..serve import serve
+    from ..serve import prepare, serve
 
-    serve(args.runs_dir, run=args.run, host=args.host, port=args.port, device=args.device, max_images=args.max_images,
-          max_waiting=args.queue_size, max_upload_mb=args.max_upload_mb, log=lambda m: print(m, flush=True))
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    prepared = prepare(args.runs_dir, run=args.run, host=args.host, port=args.port, device=args.device,
+                       max_images=args.max_images, max_waiting=args.queue_size, max_upload_mb=args.max_upload_mb, log=log)
+    serve(*prepared, log=log)
     return 0

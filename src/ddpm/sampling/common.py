@@ -84,10 +84,12 @@ def half_log_snr(alpha_bar: float) -> float:
     return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
 
 
-def lambda_steps(alpha_bars_visited: Sequence[float], end: float) -> tuple[list[float], list[tuple[float, float, float]]]:
+def lambda_steps(alpha_bars_visited: Sequence[float], end: float) -> tuple[list[float], list[tuple[float, float, float, float]]]:
     """For a multistep solver over the visited alpha_bars (noisiest first) and then ``end``: lambda at
-    each (:func:`half_log_snr`, ``end`` last) and, per step i, (alpha_t, sigma_t, h) of its target
-    level, alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar), h = lambda_{i+1} - lambda_i."""
+    each (:func:`half_log_snr`, ``end`` last) and, per step i, (alpha_t, sigma_t, sigma_s, h): alpha and
+    sigma of its target level and sigma of its start, alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar),
+    h = lambda_{i+1} - lambda_i."""
     ab = list(alpha_bars_visited) + [end]
     lam = [half_log_snr(a) for a in ab]
-    return lam, [(math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1]), lam[i + 1] - lam[i]) for i in range(len(ab) - 1)]
+    return lam, [(math.sqrt(ab[i + 1]), math.sqrt(1.0 - ab[i + 1]), math.sqrt(1.0 - ab[i]), lam[i + 1] - lam[i])
+                 for i in range(len(ab) - 1)]

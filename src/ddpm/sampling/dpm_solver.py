@@ -54,6 +54,15 @@ def _step_order(i: int, n: int, order: int, lam: list[float], lower_order_final:
     return min(k, n - i) if lower_order_final and n < LOWER_ORDER_FINAL_BELOW else k
 
 
+def _ordered_steps(alpha_bars_visited: list[float], end: float, order: int, lower_order_final: bool
+                   ) -> tuple[list[float], list[tuple[int, int, float, float, float, float]]]:
+    """lambda at every level and, per step i, (i, its order, alpha_t, sigma_t, sigma_s, h) (see
+    :func:`~ddpm.sampling.common.lambda_steps`): the walk the ODE's and the SDE's tables share."""
+    lam, steps = lambda_steps(alpha_bars_visited, end)
+    n = len(steps)
+    return lam, [(i, _step_order(i, n, order, lam, lower_order_final), *step) for i, step in enumerate(steps)]
+
+
 def multistep_coefficients(
     alpha_bars_visited: list[float], order: int, lower_order_final: bool = True, end: float = 1.0
 ) -> list[tuple[float, tuple[float, ...]]]:
@@ -68,17 +77,14 @@ def multistep_coefficients(
     zero SNR (lambda = -inf) is never used for a derivative: its step is infinitely
     long, and its first-order update alpha_t x0_hat + sigma_t x_T is the exact limit.
     """
-    ab = list(alpha_bars_visited) + [end]
-    lam, steps = lambda_steps(alpha_bars_visited, end)
-    n = len(alpha_bars_visited)
+    lam, steps = _ordered_steps(alpha_bars_visited, end, order, lower_order_final)
     table = []
-    for i, (alpha_t, sigma_t, h) in enumerate(steps):
-        k = _step_order(i, n, order, lam, lower_order_final)
+    for i, k, alpha_t, sigma_t, sigma_s, h in steps:
         if h == 0:
             table.append((1.0, (0.0,)))
             continue
         phi_1 = math.expm1(-h)
-        c_x = sigma_t / math.sqrt(1.0 - ab[i])
+        c_x = sigma_t / sigma_s
         if k == 1:  # DDIM (Lu et al. eq. 10)
             c_m: tuple[float, ...] = (-alpha_t * phi_1,)
         elif k == 2:  # Lu et al. Algorithm 2: D = (1 + 1/2r) x0_i - 1/2r x0_{i-1}
@@ -109,17 +115,14 @@ def sde_coefficients(alpha_bars_visited: list[float], order: int = 2, lower_orde
     :func:`multistep_coefficients`. A last step to alpha_bar = 1 returns x0_hat, noiseless."""
     if order not in (1, 2):
         raise ValueError(f"SDE-DPM-Solver++ has orders 1 and 2; got {order}")
-    ab = list(alpha_bars_visited) + [end]
-    lam, steps = lambda_steps(alpha_bars_visited, end)
-    n = len(alpha_bars_visited)
+    lam, steps = _ordered_steps(alpha_bars_visited, end, order, lower_order_final)
     table = []
-    for i, (alpha_t, sigma_t, h) in enumerate(steps):
-        k = _step_order(i, n, order, lam, lower_order_final)
+    for i, k, alpha_t, sigma_t, sigma_s, h in steps:
         if h == 0:
             table.append((1.0, (0.0,), 0.0))
             continue
         keep = -math.expm1(-2.0 * h)  # 1 - e^-2h: the share of x_t that is new (data and noise)
-        c_x = sigma_t / math.sqrt(1.0 - ab[i]) * math.exp(-h)
+        c_x = sigma_t / sigma_s * math.exp(-h)
         if k == 1:
             c_m: tuple[float, ...] = (alpha_t * keep,)
         else:

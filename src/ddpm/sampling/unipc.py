@@ -73,11 +73,10 @@ def unipc_coefficients(
     """
     if order not in (1, 2, 3):
         raise ConfigError(f"UniPC is implemented for orders 1 to 3; got order={order!r}")
-    ab = list(alpha_bars_visited) + [end]
     lam, steps = lambda_steps(alpha_bars_visited, end)
     n = len(alpha_bars_visited)
     table = []
-    for i, (alpha_t, sigma_t, h) in enumerate(steps):
+    for i, (alpha_t, sigma_t, sigma_s, h) in enumerate(steps):
         if h == 0:  # a zero-length step (t = 0 to alpha_bar_0): x stays
             table.append(((1.0, (0.0,)), None if i == n - 1 else (1.0, (0.0,), 0.0)))
             continue
@@ -85,7 +84,7 @@ def unipc_coefficients(
         p = max(1, min(order, usable, n - i if lower_order_final else order))
         if lam[i + 1] == math.inf:
             p = 1
-        c_x = sigma_t / math.sqrt(1.0 - ab[i])
+        c_x = sigma_t / sigma_s
         rks = [(lam[i - k] - lam[i]) / h for k in range(1, p)]
         b = _b(h, p) if math.isfinite(h) else []
         if p == 1:

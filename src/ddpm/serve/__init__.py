@@ -90,21 +90,8 @@ def prepare(
     return app, sock, f"http://{shown}:{sock.getsockname()[1]}/"
 
 
-def serve(
-    runs_dir: str | Path = "runs",
-    *,
-    run: str | Path | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    device: str = "auto",
-    max_images: int = 64,
-    max_waiting: int = 4,
-    max_upload_mb: float = 8.0,
-    log: Callable[[str], None] = print,
-) -> None:
-    """Serve the page and its API (see :func:`prepare`) until Ctrl-C, after printing the address."""
-    app, sock, address = prepare(runs_dir, run=run, host=host, port=port, device=device, max_images=max_images,
-                                 max_waiting=max_waiting, max_upload_mb=max_upload_mb, log=log)
+def serve(app, sock: socket.socket, address: str, *, log: Callable[[str], None] = print) -> None:
+    """Serve what :func:`prepare` returned, ``serve(*prepare(...))``, until Ctrl-C, after printing the address."""
     import uvicorn
 
     runs = app.state.catalog.runs()
