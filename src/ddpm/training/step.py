@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..text.base import TextBatch
 from .distributed import Distributed
 from .ema import EMA
 
@@ -30,7 +31,7 @@ class Micro:
     t: Tensor | None = None
     noise: Tensor | None = None
     keep: Tensor | None = None
-    text: object | None = None  # a TextBatch of the images' captions
+    text: TextBatch | None = None  # the images' encoded captions (a text-conditional model)
 
 
 @dataclass
