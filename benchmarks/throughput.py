@@ -21,6 +21,9 @@ header reports the load of other processes during the run.
     python benchmarks/throughput.py --quick         # ~3-4 min
     python benchmarks/throughput.py --compile       # adds torch.compile rows (minutes to compile)
 
+What is measured (the networks, each row's training step, the samplers' runs) is in
+throughput_rows.py; how (interleaved timers, FLOPs, memory, the machine) in measure.py.
+
 lucidrains' and diffusers' rows need the ``bench`` extra (``pip install -e '.[bench]'``);
 without it they are skipped.
 """
@@ -28,454 +31,21 @@ without it they are skipped.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import multiprocessing as mp
-import os
-import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ddpm import GaussianDiffusion
 from ddpm.models import Unet
-from ddpm.models.layers import Attention
-from ddpm.sampling import sample as run_sampler
 from ddpm.runs.build import adamw_kernel, use_bf16
-from ddpm.training.ema import EMA
 
-ROOT = Path(__file__).resolve().parent.parent
-SEED_UNET = dict(dim=64, dim_mults=(1, 2, 4, 8))  # lucidrains' README network, 32x32x3, batch 16
-SAMPLE_BATCH = 64
-
-
-# ---- the networks ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Net:
-    name: str  # "seed" or "mnist"
-    channels: int
-    size: int
-    batch: int
-    unet: dict
-    note: str = ""
-
-
-def seed_net() -> Net:
-    return Net("seed", 3, 32, 16, dict(SEED_UNET))
-
-
-def mnist_net() -> Net:
-    """Our default MNIST network, read from configs/mnist.toml (so the table follows the config)."""
-    path = ROOT / "configs" / "mnist.toml"
-    if not path.exists():
-        return Net("mnist", 1, 28, 64, dict(dim=32, dim_mults=(1, 2, 2)), "configs/mnist.toml missing: dim=32, dim_mults=(1, 2, 2)")
-    from ddpm.config import load_toml
-
-    config = load_toml(path)
-    m = config.model
-    unet = dict(dim=m.dim, dim_mults=tuple(m.dim_mults), num_res_blocks=m.num_res_blocks, full_attn=tuple(m.full_attn) or None,
-                attn_heads=m.attn_heads, attn_dim_head=m.attn_dim_head, resnet_block_groups=m.resnet_block_groups)
-    return Net("mnist", 1, 28, config.train.batch_size, unet)
-
-
-def diffusers_unet(net: Net):
-    """A diffusers UNet2DModel with the seed configuration's widths (64, 128, 256, 512), one
-    resnet per level on the way down (two on the way up, diffusers' layout) and attention at the
-    4x4 level: 42.9M parameters, the closest to our 36.0M of the configurations with these widths
-    (two resnets per level: 61.8M)."""
-    from diffusers import UNet2DModel
-
-    return UNet2DModel(
-        sample_size=net.size, in_channels=net.channels, out_channels=net.channels, block_out_channels=(64, 128, 256, 512),
-        layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"), attention_head_dim=32, norm_num_groups=8,
-    )
-
-
-# ---- training rows --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    label: str
-    impl: str  # ours | lucidrains | diffusers
-    net: Net
-    bf16: bool = False
-    channels_last: bool = False
-    optimizer: str = "fused"  # ours: fused or foreach (the loop's choice: ddpm.runs.build.adamw_kernel)
-    attn: str = "auto"
-    grad_checkpoint: bool = False
-    compile: bool = False
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def build_train(spec: TrainSpec, device: torch.device):
-    """(step(), network, loss_fn()) for one row: step is a whole optimizer step, as its trainer
-    takes it; loss_fn computes the loss alone (for counting FLOPs)."""
-    net = spec.net
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(net.batch, net.channels, net.size, net.size, generator=g).to(device)
-    if spec.impl == "ours":
-        # mirrors ddpm/training/loop.py: AdamW, loss, backward, clipping, finite check, step, EMA
-        model = Unet(channels=net.channels, **net.unet, grad_checkpoint=spec.grad_checkpoint, attn_impl=spec.attn)
-        diffusion = GaussianDiffusion(model, net.size).to(device)
-        if spec.channels_last:
-            model.to(memory_format=torch.channels_last)
-            images = images.contiguous(memory_format=torch.channels_last)
-        ema = EMA(model, 0.995)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **{spec.optimizer: True})
-        fn = torch.compile(model) if spec.compile else model
-
-        def loss_fn():
-            with autocast(device, spec.bf16):
-                return diffusion.loss_terms(images, network=fn).loss.mean()
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn()
-            loss.backward()
-            float(loss.detach())
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            bool(torch.isfinite(norm))
-            opt.step()
-            ema.update(model)
-
-        return step, model, loss_fn
-    if spec.impl == "lucidrains":
-        # mirrors the defaults of lucidrains' Trainer: Adam (0.9, 0.99), clipping at 1, EMA every 10 steps
-        from denoising_diffusion_pytorch import GaussianDiffusion as LucidrainsDiffusion, Unet as LucidrainsUnet
-        from ema_pytorch import EMA as LucidrainsEMA
-
-        model = LucidrainsUnet(channels=net.channels, **net.unet)
-        diffusion = LucidrainsDiffusion(model, image_size=net.size, timesteps=1000).to(device)
-        if spec.channels_last:
-            model.to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(diffusion.parameters(), lr=8e-5, betas=(0.9, 0.99))
-        ema = LucidrainsEMA(diffusion, beta=0.995, update_every=10).to(device)
-
-        def loss_fn():
-            with autocast(device, spec.bf16):
-                return diffusion(images)
-
-        def step():
-            loss = loss_fn()
-            loss.item()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-            ema.update()
-
-        return step, model, loss_fn
-    if spec.impl == "diffusers":
-        # mirrors diffusers' train_unconditional.py: DDPMScheduler noise, AdamW, clipping, EMAModel
-        from diffusers import DDPMScheduler
-        from diffusers.training_utils import EMAModel
-
-        model = diffusers_unet(net).to(device)
-        scheduler = DDPMScheduler(num_train_timesteps=1000)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-        ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
-
-        def loss_fn():
-            x0 = images * 2 - 1
-            noise = torch.randn_like(x0)
-            t = torch.randint(0, 1000, (x0.shape[0],), device=device)
-            with autocast(device, spec.bf16):
-                pred = model(scheduler.add_noise(x0, noise, t), t).sample
-            return F.mse_loss(pred.float(), noise)
-
-        def step():
-            loss = loss_fn()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-            ema.step(model.parameters())
-            loss.item()
-
-        return step, model, loss_fn
-    raise ValueError(spec.impl)
-
-
-def count_flops(loss_fn) -> int:
-    """FLOPs of one forward + backward (matrix products and convolutions; see flop_counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        loss_fn().backward()
-    return counter.get_total_flops()
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size (VmHWM), in bytes."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def _memory_child(spec: TrainSpec, threads: int) -> int:
-    torch.set_num_threads(threads)
-    if spec.impl == "lucidrains":  # import outside the measured window
-        import denoising_diffusion_pytorch  # noqa: F401
-    elif spec.impl == "diffusers":
-        import diffusers  # noqa: F401
-    base = peak_rss_bytes()
-    step, _, _ = build_train(spec, torch.device("cpu"))
-    for _ in range(3):
-        step()
-    return peak_rss_bytes() - base
-
-
-def peak_memory(spec: TrainSpec, device: torch.device, threads: int) -> int:
-    """Peak memory of a row: on CUDA in this process, on a CPU in a fresh child process."""
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step, _, _ = build_train(spec, device)
-        for _ in range(3):
-            step()
-        sync(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_memory_child, (spec, threads))
-
-
-def interleaved(funcs: dict, repeats: int, device: torch.device, inner: dict | None = None) -> dict[str, list[float]]:
-    """Seconds per call of each function, ``repeats`` times, in the order A B C A B C ..."""
-    times = {k: [] for k in funcs}
-    for _ in range(repeats):
-        for k, f in funcs.items():
-            n = (inner or {}).get(k, 1)
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(n):
-                f()
-            sync(device)
-            times[k].append((time.perf_counter() - t0) / n)
-    return times
-
-
-# ---- peak matrix-multiply FLOP/s ------------------------------------------------------------
-
-
-def peak_matmul(device: torch.device, dtype: torch.dtype, repeats: int):
-    """The fastest square matrix product on this machine: (label, fn, FLOPs per call, FLOP/s).
-
-    Tries several sizes, as torch.matmul and, on a CPU, as a 1x1 convolution (oneDNN, which the
-    networks' convolutions use; MKL's fp32 matmul runs well below it on some AMD CPUs); FLOP/s
-    from the fastest of ``repeats`` timings.
-    """
-    sizes = (2048, 4096, 8192) if device.type == "cuda" else (256, 512, 1024, 2048)
-    funcs, flops = {}, {}
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        funcs[f"matmul n={n}"] = lambda a=a, b=b: a @ b
-        if device.type == "cpu":
-            x, w = a.t().reshape(1, n, n, 1).contiguous(), b.t().reshape(n, n, 1, 1).contiguous()
-            funcs[f"conv1x1 n={n}"] = lambda x=x, w=w: torch.ops.aten.mkldnn_convolution(x, w, None, [0, 0], [1, 1], [1, 1], 1)
-        flops.update({f"matmul n={n}": 2 * n**3, f"conv1x1 n={n}": 2 * n**3})
-    for f in funcs.values():
-        f()
-    inner = {k: max(1, 2 * sizes[-1] ** 3 // 8 // flops[k]) for k in funcs}  # similar work per timing
-    rates = {k: flops[k] / min(v) for k, v in interleaved(funcs, repeats, device, inner).items()}
-    best = max(rates, key=rates.get)
-    return best, funcs[best], flops[best], rates[best]
-
-
-# ---- sampling -------------------------------------------------------------------------------
-
-
-class TimedNet(nn.Module):
-    """The network, with the time spent inside it added up (synchronised on CUDA)."""
-
-    def __init__(self, inner: nn.Module, device: torch.device):
-        super().__init__()
-        self.inner, self.device_ = inner, device
-        self.seconds, self.calls = 0.0, 0
-
-    def forward(self, *args):
-        sync(self.device_)
-        t0 = time.perf_counter()
-        out = self.inner(*args)
-        sync(self.device_)
-        self.seconds += time.perf_counter() - t0
-        self.calls += 1
-        return out
-
-
-def sampler_runs(nets: dict, device: torch.device, quick: bool) -> dict:
-    """label -> run() -> (total seconds, seconds inside the network, network calls).
-
-    The MNIST network runs the samplers at their usual step counts (ddim 50, dpm++2m 20; the
-    ancestral chain respaced to 50 steps); the seed-size networks, 20 times slower per call,
-    run 20 steps of each: the overhead per step does not depend on the count, and fewer steps
-    spread the per-call set-up over fewer of them, so the figure errs on the high side.
-    """
-    full = {"ddim": 50, "dpm++2m": 20, "ancestral": 50}
-    steps = {"mnist": {k: 10 for k in full} if quick else full, "seed": {k: 10 if quick else 20 for k in full}}
-    runs = {}
-
-    def ours(key, diffusion, sampler, n):
-        # the registry's sampler, as GaussianDiffusion.sample calls it, with a timed network
-        timed = TimedNet(diffusion.model, device)
-        net = seed_net() if key == "seed" else mnist_net()
-        schedule = diffusion.schedule_on(device)
-
-        def run():
-            timed.seconds, timed.calls = 0.0, 0
-            sync(device)
-            t0 = time.perf_counter()
-            g = torch.Generator(device).manual_seed(0)
-            x_T = torch.randn(SAMPLE_BATCH, net.channels, net.size, net.size, device=device, generator=g)
-            run_sampler(sampler, timed, x_T, schedule, n, objective=diffusion.objective,
-                        variance_type=diffusion.variance_type, generator=g)
-            sync(device)
-            return time.perf_counter() - t0, timed.seconds, timed.calls
-
-        runs[f"ours {key}: {sampler} {n}"] = run
-
-    for key in ("seed", "mnist"):
-        for s in ("ddim", "dpm++2m", "ancestral"):
-            ours(key, nets[f"ours {key}"], s, steps[key][s])
-    if "lucidrains seed" in nets:
-        from denoising_diffusion_pytorch import GaussianDiffusion as LucidrainsDiffusion
-
-        luc = LucidrainsDiffusion(nets["lucidrains seed"], image_size=32, timesteps=1000, sampling_timesteps=steps["seed"]["ddim"]).to(device)
-        timed_luc = luc.model = TimedNet(nets["lucidrains seed"], device)
-
-        def run_lucidrains():
-            timed_luc.seconds, timed_luc.calls = 0.0, 0
-            sync(device)
-            t0 = time.perf_counter()
-            with contextlib.redirect_stderr(io.StringIO()):  # its progress bar is part of its cost
-                luc.sample(batch_size=SAMPLE_BATCH)
-            sync(device)
-            return time.perf_counter() - t0, timed_luc.seconds, timed_luc.calls
-
-        runs[f"lucidrains seed: ddim {steps['seed']['ddim']}"] = run_lucidrains
-    if "diffusers seed" in nets:
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
-        unet = nets["diffusers seed"]
-        for name, cls in (("ddim", DDIMScheduler), ("dpm++2m", DPMSolverMultistepScheduler)):
-            def run_diffusers(cls=cls, n=steps["seed"][name]):
-                timed = TimedNet(unet, device)
-                sync(device)
-                t0 = time.perf_counter()
-                with torch.inference_mode():  # diffusers' pipelines sample under no_grad
-                    scheduler = cls(num_train_timesteps=1000)
-                    scheduler.set_timesteps(n)
-                    x = torch.randn(SAMPLE_BATCH, 3, 32, 32, device=device, generator=torch.Generator(device).manual_seed(0))
-                    for t in scheduler.timesteps:
-                        x = scheduler.step(timed(x, t).sample, t, x).prev_sample
-                sync(device)
-                return time.perf_counter() - t0, timed.seconds, timed.calls
-
-            runs[f"diffusers seed: {name} {steps['seed'][name]}"] = run_diffusers
-    return runs
-
-
-# ---- fast paths one by one ------------------------------------------------------------------
-
-
-def ema_loop_update(ema_params: list[torch.Tensor], params: list[torch.Tensor], d: float) -> None:
-    """The plain per-parameter EMA update, for comparison with EMA's foreach one."""
-    with torch.no_grad():
-        for e, p in zip(ema_params, params):
-            e.mul_(d).add_(p, alpha=1 - d)
-
-
-def component_times(device: torch.device, repeats: int, quick: bool) -> dict[str, float]:
-    """Median milliseconds of the optimizer, EMA, clipping and attention variants."""
-    model = Unet(**SEED_UNET).to(device)
-    for p in model.parameters():
-        p.grad = torch.randn_like(p) * 1e-3
-    params = list(model.parameters())
-    opts = {"AdamW foreach": dict(foreach=True), "AdamW fused": dict(fused=True), "AdamW for-loop": dict(foreach=False)}
-    funcs = {k: torch.optim.AdamW(params, lr=1e-12, **kw).step for k, kw in opts.items()}
-    funcs["Adam default (lucidrains)"] = torch.optim.Adam(params, lr=1e-12).step
-    ema = EMA(model, 0.995)
-    ema_params = [p.clone() for p in params]
-    funcs["EMA update, foreach (ours)"] = lambda: ema.update(model)
-    funcs["EMA update, per-parameter loop"] = lambda: ema_loop_update(ema_params, params, 0.995)
-    funcs["clip_grad_norm_"] = lambda: torch.nn.utils.clip_grad_norm_(params, 1.0)
-    lengths = ((16, 512, 4), (64, 64, 7)) if quick else ((16, 512, 4), (64, 64, 7), (16, 256, 16), (4, 64, 32))
-    for batch, ch, hw in lengths:
-        x = torch.randn(batch, ch, hw, hw, device=device, requires_grad=True)
-        mods = {impl: Attention(ch, impl=impl).to(device) for impl in ("sdpa", "math")}
-        mods["math"].load_state_dict(mods["sdpa"].state_dict())
-        for bf16 in (False, True):
-            for impl, m in mods.items():
-                def run(m=m, x=x, bf16=bf16):
-                    with autocast(device, bf16):
-                        y = m(x)
-                    y.float().sum().backward()
-
-                funcs[f"attention {impl}, {hw * hw} positions, B={batch} C={ch}, {'bf16' if bf16 else 'fp32'}"] = run
-    for f in funcs.values():
-        f()
-    return {k: 1e3 * statistics.median(v) for k, v in interleaved(funcs, repeats, device).items()}
-
-
-def profile_step(step, device: torch.device, top: int = 12) -> str:
-    """torch.profiler's operators with the most self time over two steps, as a table."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(2):
-            step()
-        sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=40)
-
-
-# ---- the machine's state --------------------------------------------------------------------
-
-
-def busy_jiffies() -> int | None:
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return user + nice + system + irq + softirq + steal
-
-
-def own_cpu_seconds() -> float:
-    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
-
-
-# ---- the report -----------------------------------------------------------------------------
-
-
-def fmt_range(v: list[float]) -> str:
-    return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]"
+from measure import MachineLoad, autocast, bf16_fast, count_flops, fmt_range, interleaved, peak_matmul, peak_memory, profile_step
+from throughput_rows import SAMPLE_BATCH, SEED_UNET, TrainSpec, build_train, component_times, diffusers_unet, mnist_net, sampler_runs, seed_net
 
 
 def main() -> None:
@@ -496,7 +66,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     repeats = args.repeats or (3 if args.quick else 5)
-    jiffies0, own0, wall0, load0 = busy_jiffies(), own_cpu_seconds(), time.perf_counter(), os.getloadavg()
+    machine = MachineLoad()
     have = {}
     for pkg in ("denoising_diffusion_pytorch", "diffusers"):
         try:
@@ -506,8 +76,7 @@ def main() -> None:
             have[pkg] = False
 
     seed, mnist = seed_net(), mnist_net()
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    cpu_bf16 = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    fast_bf16 = bf16_fast(device)
     auto_bf16 = use_bf16(None, device)  # what `ddpm train` does here by default
     auto_kernel = next(iter(adamw_kernel(device)))
     defaults = f"ours, defaults here ({'bf16' if auto_bf16 else 'fp32'}, {auto_kernel} AdamW)"
@@ -537,11 +106,11 @@ def main() -> None:
     if args.compile:
         specs += [TrainSpec("ours, bf16 + fused + torch.compile", "ours", seed, bf16=True, optimizer="fused", compile=True),
                   TrainSpec("ours MNIST, bf16 + fused + torch.compile", "ours", mnist, bf16=True, optimizer="fused", compile=True)]
-    if device.type == "cuda" and not cuda_bf16:
+    if device.type == "cuda" and not fast_bf16:
         specs = [s for s in specs if not s.bf16]
 
     print(f"# torch {torch.__version__} on {device} ({threads} threads), CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, bf16 fast on this device: {cpu_bf16 or cuda_bf16}")
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16 fast on this device: {fast_bf16}")
     if mnist.note:
         print(f"# note: {mnist.note}")
     for pkg, ok in have.items():
@@ -560,7 +129,7 @@ def main() -> None:
     if not args.no_memory:
         for s in specs:
             if not s.compile:
-                memory[s.label] = peak_memory(s, device, threads)
+                memory[s.label] = peak_memory(build_train, s, device, threads)
     rows, flops, params = {}, {}, {}
     for s in specs:
         t0 = time.perf_counter()
@@ -607,7 +176,7 @@ def main() -> None:
     del rows, step, model, loss_fn
     if not args.training_only:
         sampling_and_components(args, device, repeats, seed, mnist, have, results)
-    report_machine(jiffies0, own0, wall0, load0, results)
+    machine.report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
 
@@ -681,15 +250,6 @@ def sampling_and_components(args, device, repeats, seed, mnist, have, results) -
     results["components"] = comp
 
 
-def report_machine(jiffies0, own0, wall0, load0, results) -> None:
-    wall = time.perf_counter() - wall0
-    jiffies1 = busy_jiffies()
-    if jiffies0 is not None and jiffies1 is not None:
-        hz = os.sysconf("SC_CLK_TCK")
-        others = max(0.0, (jiffies1 - jiffies0) / hz - (own_cpu_seconds() - own0)) / wall
-        print(f"\n# machine: {os.cpu_count()} CPUs; other processes used {others:.2f} CPUs on average during this "
-              f"{wall / 60:.1f}-minute run; load average {load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
-        results["other_cpus"] = others
 
 
 if __name__ == "__main__":

@@ -239,3 +239,64 @@ def test_the_default_run_learns_the_labels_and_draws_with_guidance_2(tmp_path):
               log=quiet, progress=False)
     saved = read_checkpoint(train(explicit, log=quiet, progress=False).run_dir).config
     assert (saved.data.class_conditional, saved.sample.guidance_scale) == (False, 1.0)
+
+
+# ---- one optimizer step (ddpm.training.step), which the loop and benchmarks/throughput.py share
+
+
+def _stepper(grad_accum=1, grad_clip=1.0):
+    from ddpm import GaussianDiffusion
+    from ddpm.models import Unet
+    from ddpm.training.ema import EMA
+    from ddpm.training.step import Stepper
+
+    torch.manual_seed(0)
+    model = Unet(dim=8, dim_mults=(1, 2), channels=1, attn_heads=2, attn_dim_head=8)
+    diffusion = GaussianDiffusion(model, 8, timesteps=20)
+    for p in model.parameters():  # away from the zero init of residual branches, so every weight gets a gradient
+        torch.nn.init.normal_(p, std=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return Stepper(diffusion, model, opt, schedule, EMA(model, 0.9, warmup=False), grad_accum=grad_accum, grad_clip=grad_clip)
+
+
+def _micro(rows=slice(None), nan=False):
+    from ddpm.training.step import Micro
+
+    g = torch.Generator().manual_seed(1)
+    x, t, noise = torch.rand(4, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 20, (4,), generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    if nan:
+        x[0, 0, 0, 0] = float("nan")
+    return Micro(x[rows], t=t[rows], noise=noise[rows])
+
+
+def test_accumulating_two_halves_is_one_step_on_the_whole_batch():
+    whole, halves = _stepper(), _stepper(grad_accum=2)
+    a = whole.step(lambda micro: _micro())
+    b = halves.step(lambda micro: _micro(slice(2 * micro, 2 * micro + 2)))
+    assert a.finite and b.finite and a.loss == pytest.approx(b.loss, rel=1e-5)
+    assert torch.allclose(a.grad_norm, b.grad_norm, rtol=1e-4)
+    # the gradients applied (left in place after the step); Adam's first update, about lr * sign(g),
+    # would magnify rounding in gradients near zero
+    for p, q in zip(whole.model.parameters(), halves.model.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+    assert whole.ema.updates == halves.ema.updates == 1 and whole.scheduler.last_epoch == 1
+
+
+def test_the_step_clips_the_gradient_it_applies_and_reports_the_norm_before():
+    s = _stepper(grad_clip=1e-3)
+    result = s.step(lambda micro: _micro())
+    applied = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in s.model.parameters()]))
+    assert float(result.grad_norm) > 1e-2 and float(applied) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_a_non_finite_step_changes_nothing_and_drops_its_gradients():
+    s = _stepper()
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in s.ema.state_dict().items()}
+    result = s.step(lambda micro: _micro(nan=True))
+    assert not result.finite
+    _assert_same(before, s.model.state_dict())
+    _assert_same(ema_before, s.ema.state_dict())
+    assert s.ema.updates == 0 and s.scheduler.last_epoch == 0 and not s.optimizer.state
+    assert all(p.grad is None for p in s.model.parameters())

@@ -7,9 +7,7 @@ draw a sample grid from the EMA weights and write a checkpoint.
 
 from __future__ import annotations
 
-import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -29,6 +27,7 @@ from .ema import EMA
 from .reporting import Reporter
 from ..runs.run_dir import MetricsLog, RunLock, new_run_dir
 from .setup import StopRequest, check_resume, resolve_data
+from .step import Micro, Stepper
 from .text_setup import CaptionBatches, caption_embeddings, grid_prompts, resolve_captions
 from .source import open_source
 from ..runs.validate import validate_config
@@ -168,7 +167,31 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
                         prompts=prompts, text_encoder=embeddings)
     C, H, W = data.image_shape
     source = open_source(data, plan, device, num_workers=config.data.num_workers, log=log)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    stepper = Stepper(diffusion, net, optimizer, scheduler, ema, grad_accum=tc.grad_accum, grad_clip=tc.grad_clip,
+                      bf16=bf16, ddp=ddp, dist=dist)
+
+    def micro_batch(step: int, micro: int) -> Micro:
+        m = step * tc.grad_accum + micro
+        g = plan.generator(m, device)
+        # random draws for the whole global batch, then this rank's slice (see batches.py)
+        Bg, mine = plan.global_batch, plan.rank_slice
+        t = torch.randint(0, config.diffusion.timesteps, (Bg,), device=device, generator=g)[mine]
+        noise = draw_noise((Bg, C, H, W), config.diffusion.offset_noise_strength, generator=g, device=device)[mine]
+        flip = (torch.rand(Bg, device=device, generator=g) < 0.5)[mine]
+        keep = (torch.rand(Bg, device=device, generator=g) >= config.diffusion.p_uncond)[mine]
+        # which of an image's captions it takes (label-derived captions have several)
+        pick = torch.rand(Bg, device=device, generator=g)[mine] if text_batches is not None else None
+        batch = source.get(m)  # the images of plan.indices(m), from memory or from workers
+        x = batch.images
+        if config.data.hflip:
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        labels = batch.labels if config.data.class_conditional else None
+        # the captions of the images the batch holds (a streamed unreadable file's replacement brings its own)
+        text = text_batches(batch.indices, pick).to(device) if text_batches is not None else None
+        if tc.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Micro(x, labels, t=t, noise=noise, keep=keep, text=text)
+
     start_time, stop_reason = time.monotonic(), "max_steps"
     last_ckpt = checkpoint.path if checkpoint is not None and dist.is_main else None
     saved_step = step if checkpoint is not None else -1
@@ -202,43 +225,9 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
             # dropout draws from the global generator: seeded per step and rank, so a resumed run
             # draws what an uninterrupted one would (and the checkpoint needs no RNG state)
             torch.manual_seed(derived_seed(tc.seed, 3, dist.rank, step))
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = 0.0
-            for micro in range(tc.grad_accum):
-                m = step * tc.grad_accum + micro
-                g = plan.generator(m, device)
-                # random draws for the whole global batch, then this rank's slice (see batches.py)
-                Bg, mine = plan.global_batch, plan.rank_slice
-                t = torch.randint(0, config.diffusion.timesteps, (Bg,), device=device, generator=g)[mine]
-                noise = draw_noise((Bg, C, H, W), config.diffusion.offset_noise_strength, generator=g, device=device)[mine]
-                flip = (torch.rand(Bg, device=device, generator=g) < 0.5)[mine]
-                keep = (torch.rand(Bg, device=device, generator=g) >= config.diffusion.p_uncond)[mine]
-                # which of an image's captions it takes (label-derived captions have several)
-                pick = torch.rand(Bg, device=device, generator=g)[mine] if text_batches is not None else None
-                batch = source.get(m)  # the images of plan.indices(m), from memory or from workers
-                x = batch.images
-                if config.data.hflip:
-                    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-                labels = batch.labels if config.data.class_conditional else None
-                # the captions of the images the batch holds (a streamed unreadable file's replacement brings its own)
-                text = text_batches(batch.indices, pick).to(device) if text_batches is not None else None
-                if tc.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                # with accumulation, gradients are all-reduced once, after the last micro-batch
-                accumulate = ddp is not None and micro < tc.grad_accum - 1
-                with autocast, (ddp.no_sync() if accumulate else nullcontext()):
-                    terms = diffusion.loss_terms((x + 1) / 2, labels, t=t, noise=noise, keep_labels=keep, network=net,
-                                                 text=text)
-                    loss = terms.loss.mean() / tc.grad_accum
-                    loss.backward()
-                loss_value += float(loss.detach())
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-            finite = dist.all_true(math.isfinite(loss_value) and bool(torch.isfinite(grad_norm)), device)
-            if finite:
+            result = stepper.step(lambda micro: micro_batch(step, micro))
+            if result.finite:
                 nonfinite_in_a_row = 0
-                optimizer.step()
-                scheduler.step()
-                ema.update(model)
             else:
                 # skip the update and go on with the next batch: a step's batch and noise are fixed
                 # by the seed, so trying it again would fail the same way; several in a row mean
@@ -249,10 +238,9 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
                 if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                     stop_reason = "nonfinite"
                     break
-                optimizer.zero_grad(set_to_none=True)
             step += 1
-            if finite:
-                reporter.step(step, loss_value, scheduler.get_last_lr()[0], float(grad_norm), plan.batch_size * tc.grad_accum * dist.world_size, nonfinite_total)
+            if result.finite:
+                reporter.step(step, result.loss, scheduler.get_last_lr()[0], float(result.grad_norm), plan.batch_size * tc.grad_accum * dist.world_size, nonfinite_total)
             else:
                 reporter.skipped(nonfinite_total)
             if tc.sample_every and step % tc.sample_every == 0 and step < tc.max_steps:
