@@ -54,6 +54,43 @@ def gaussian_model(s: Schedule, mean: float, std: float, objective: str = "pred_
     return model_fn
 
 
+def gaussian_model_exact_variance(
+    s: Schedule, mean: float, std: float, times: Sequence[int], objective: str = "pred_noise"
+) -> ModelFn:
+    """:func:`gaussian_model` with a ``learned_range`` variance output (2C channels) that makes every
+    step of an ancestral chain through ``times`` (the visited timesteps, ending at clean data, as a
+    sampler's plan lists them) exact: what a perfectly trained learned-variance network gives there.
+
+    For x_0 ~ N(mean, std^2 I) the true reverse step q(x_{k-1} | x_k) is Gaussian with the mean of
+    ``posterior_step`` and the variance beta-tilde_k + c1_k^2 Var(x_0 | x_k), c1_k the posterior
+    mean's coefficient of x_0 and Var(x_0 | x_k) = std^2 sigma^2 / (a^2 std^2 + sigma^2): between
+    ``fixed_small`` (beta-tilde_k, the lower end) and ``fixed_large`` (beta_k) when std <= 1, so the
+    output v in [-1, 1] interpolates the two in log space (Nichol & Dhariwal eq. 15) to hit it.
+    Time t must be one of ``times``; the last step (to clean data) returns its mean, whatever v.
+    """
+    ordered = sorted(int(t) for t in times)  # level k of the chain is ordered[k], least noisy first
+    ab = s.alphas_cumprod.double().cpu()[ordered]
+    chain = Schedule.from_alpha_bars(ab)
+    a2 = ab
+    var_x0 = std**2 * (1 - a2) / (a2 * std**2 + 1 - a2)
+    target = torch.log(chain.posterior_variance + chain.posterior_mean_coef1**2 * var_x0)
+    lo, hi = chain.posterior_log_variance_clipped, torch.log(chain.betas)
+    v = torch.where(hi > lo, 2 * (target - lo) / (hi - lo).clamp(min=1e-300) - 1, torch.zeros_like(lo))
+    v[0] = 0.0  # level 0 steps to clean data: no noise is added there
+    level = torch.full((s.num_timesteps,), -1, dtype=torch.long)  # timestep -> its level (-1: not on the chain)
+    level[ordered] = torch.arange(len(ordered))
+    base = gaussian_model(s, mean, std, objective)
+
+    def model_fn(xt: Tensor, t: Tensor) -> Tensor:
+        k = level[t.cpu().round().long()]
+        if bool((k < 0).any()):
+            raise ValueError(f"times {t.unique().tolist()} are not all on the chain this model was built for")
+        var_out = v[k].to(xt.device, xt.dtype).reshape(-1, *((1,) * (xt.ndim - 1))).expand_as(xt)
+        return torch.cat([base(xt, t), var_out], dim=1)
+
+    return model_fn
+
+
 def mixture_model(
     s: Schedule,
     means: Sequence[float],

@@ -14,6 +14,13 @@ The resampling schedule is the paper's jump schedule (its section 4.2 and the re
 ``jump_n_sample - 1`` times. The paper's setting is 250 levels respaced from T = 1000 (evenly),
 jump length 10 and 10 resamplings: 2,410 model evaluations. ``jump_n_sample=1`` is plain
 replacement. The sampler itself (:mod:`ddpm.sampling.ancestral`) knows nothing of masks.
+
+Fidelity (``tests/test_inpaint.py``, Gaussian data with the exact denoiser): the walk is exact when
+the reverse steps are, so pixels independent of the kept ones keep their distribution; with
+``fixed_small`` every reverse step draws too little noise (beta-tilde is the lower end of the true
+reverse variance) and the resampling passes repeat the deficit (-8.6% of std for N(0.1, 0.2^2)
+pixels at the paper's setting). With correlated pixels the method itself is approximate: the
+kept pixels' fresh draws of q(x_k | x_0) ignore their correlation with the generated ones.
 """
 
 from __future__ import annotations
