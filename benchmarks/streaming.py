@@ -13,6 +13,8 @@ The folders are synthetic JPEGs (smooth random colour fields, ``--source-size`` 
 resized to 64x64 on the fly), written under ``--work`` and deleted at the end.
 
     python benchmarks/streaming.py --work /tmp/stream-bench          # ~12 min on 2 CPU cores
+    python benchmarks/streaming.py --work /tmp/stream-bench --memory-only --streamed-only \
+        --sizes 2000,10000,20000 --repeats 2                           # the memory part alone
 """
 
 from __future__ import annotations
@@ -146,27 +148,38 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--memory-steps", type=int, default=30)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--sizes", default="", help="comma-separated folder sizes of the memory part (default: small,large)")
+    ap.add_argument("--memory-only", action="store_true", help="skip the speed part")
+    ap.add_argument("--streamed-only", action="store_true", help="measure the memory of streamed runs only")
+    ap.add_argument("--repeats", type=int, default=1, help="memory runs per folder and source (peaks vary run to run)")
     args = ap.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else [args.small, args.large]
     if args.work.exists():
         raise SystemExit(f"{args.work} exists; give a new --work folder (it is deleted at the end)")
     try:
         began = time.monotonic()
-        small = make_folder(args.work / f"images-{args.small}", args.small, args.source_size)
-        large = make_folder(args.work / f"images-{args.large}", args.large, args.source_size, seed=1)
-        print(f"# wrote {args.small} + {args.large} JPEGs of {args.source_size}x{args.source_size} in "
+        folders = {n: make_folder(args.work / f"images-{n}", n, args.source_size, seed=k) for k, n in enumerate(sizes)}
+        if not args.memory_only and args.small not in folders:
+            folders[args.small] = make_folder(args.work / f"images-{args.small}", args.small, args.source_size)
+        print(f"# wrote {' + '.join(str(n) for n in folders)} JPEGs of {args.source_size}x{args.source_size} in "
               f"{time.monotonic() - began:.0f} s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-        rates = speed(small, args.work, args.chunks, args.chunk, args.workers)
+        rates = {} if args.memory_only else speed(folders[args.small], args.work, args.chunks, args.chunk, args.workers)
+        sources = [("streamed", ["--stream", "--num-workers", str(args.workers)])]
+        if not args.streamed_only:
+            sources.append(("in memory", ["--no-stream"]))
         mem_rows = []
-        for n, folder in ((args.small, small), (args.large, large)):
-            for label, flags in (("streamed", ["--stream", "--num-workers", str(args.workers)]), ("in memory", ["--no-stream"])):
-                pss, hwm, seconds = memory(folder, args.work, flags, args.memory_steps)
-                mem_rows.append((n, label, pss, hwm, seconds))
-                print(f"  memory: {n} images {label}: {pss:.0f} MiB PSS (tree), {hwm:.0f} MiB peak RSS (main)", flush=True)
-        base = statistics.median(rates["in memory"])
-        print(f"\n## Training speed, 64x64, batch 16, {args.small} images ({args.chunks} interleaved chunks of {args.chunk} steps)\n")
-        print("| source | images/s, median [min-max] of the logged intervals | vs in memory |\n|---|---:|---:|")
-        for mode, v in rates.items():
-            print(f"| {mode} | {statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}] | {statistics.median(v) / base:.3f} |")
+        for n in sizes:
+            for label, flags in sources:
+                for _ in range(args.repeats):
+                    pss, hwm, seconds = memory(folders[n], args.work, flags, args.memory_steps)
+                    mem_rows.append((n, label, pss, hwm, seconds))
+                    print(f"  memory: {n} images {label}: {pss:.0f} MiB PSS (tree), {hwm:.0f} MiB peak RSS (main)", flush=True)
+        if rates:
+            base = statistics.median(rates["in memory"])
+            print(f"\n## Training speed, 64x64, batch 16, {args.small} images ({args.chunks} interleaved chunks of {args.chunk} steps)\n")
+            print("| source | images/s, median [min-max] of the logged intervals | vs in memory |\n|---|---:|---:|")
+            for mode, v in rates.items():
+                print(f"| {mode} | {statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}] | {statistics.median(v) / base:.3f} |")
         print(f"\n## Peak memory of ddpm train ({args.memory_steps} steps)\n")
         print("| images | source | peak PSS, process + workers, MiB | peak RSS, main process, MiB | wall s |\n|---:|---|---:|---:|---:|")
         for n, label, pss, hwm, seconds in mem_rows:
