@@ -15,6 +15,8 @@ resized to 64x64 on the fly), written under ``--work`` and deleted at the end.
     python benchmarks/streaming.py --work /tmp/stream-bench          # ~12 min on 2 CPU cores
     python benchmarks/streaming.py --work /tmp/stream-bench --memory-only --streamed-only \
         --sizes 2000,10000,20000 --repeats 2                           # the memory part alone
+    python benchmarks/streaming.py --work /tmp/stream-bench --index-only --sizes 2000,10000,20000,40000
+                                                                       # the index alone, ~2 min
 """
 
 from __future__ import annotations
@@ -137,6 +139,34 @@ def memory(folder: Path, work: Path, flags: list[str], steps: int) -> tuple[floa
     return peak_pss / 1024, peak_hwm / 1024, time.monotonic() - began
 
 
+INDEX_PROBE = """
+import sys, torch
+from ddpm.data.stream import open_folder_stream
+from ddpm.training.batches import BatchPlan
+from ddpm.training.source import open_source
+def kib(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key))
+before = kib("VmRSS:")
+stream = open_folder_stream(sys.argv[1], (64, 64), 3, class_labels=True, log=lambda m: None)
+source = open_source(stream, BatchPlan(len(stream), 16, seed=0), torch.device("cpu"), num_workers=0, log=print)
+source.get(0), source.get(1)
+print(len(stream), kib("VmHWM:") - before, kib("VmRSS:") - before)
+"""
+
+
+def index_memory(folder: Path) -> tuple[int, float, float]:
+    """(images, peak and final RSS growth in MiB) of a fresh process that indexes ``folder`` for
+    streaming and draws two batches from it, measured from after the imports: the part of the
+    main process's memory that can grow with the folder, without the ~1 GB of the network around
+    it (whose peak varies by tens of MiB from run to run)."""
+    out = subprocess.run([sys.executable, "-c", INDEX_PROBE, str(folder)], env=env(), capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    n, peak, final = out.stdout.split()[-3:]
+    return int(n), int(peak) / 1024, int(final) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/ddpm-stream-bench"), help="scratch folder (deleted at the end)")
@@ -152,6 +182,8 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true", help="skip the speed part")
     ap.add_argument("--streamed-only", action="store_true", help="measure the memory of streamed runs only")
     ap.add_argument("--repeats", type=int, default=1, help="memory runs per folder and source (peaks vary run to run)")
+    ap.add_argument("--index-only", action="store_true",
+                    help="measure only the memory of indexing each folder and drawing two batches (seconds, not minutes)")
     args = ap.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else [args.small, args.large]
     if args.work.exists():
@@ -163,6 +195,12 @@ def main() -> None:
             folders[args.small] = make_folder(args.work / f"images-{args.small}", args.small, args.source_size)
         print(f"# wrote {' + '.join(str(n) for n in folders)} JPEGs of {args.source_size}x{args.source_size} in "
               f"{time.monotonic() - began:.0f} s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        if args.index_only:
+            print("\n| images | peak RSS growth, MiB | RSS growth after two batches, MiB |\n|---:|---:|---:|")
+            for n in sizes:
+                for _ in range(args.repeats):
+                    print("| {} | {:.1f} | {:.1f} |".format(*index_memory(folders[n])), flush=True)
+            return
         rates = {} if args.memory_only else speed(folders[args.small], args.work, args.chunks, args.chunk, args.workers)
         sources = [("streamed", ["--stream", "--num-workers", str(args.workers)])]
         if not args.streamed_only:
