@@ -160,7 +160,8 @@ def index_memory(folder: Path) -> tuple[int, float, float]:
     streaming and draws two batches from it, measured from after the imports: the part of the
     main process's memory that can grow with the folder, without the ~1 GB of the network around
     it (whose peak varies by tens of MiB from run to run)."""
-    out = subprocess.run([sys.executable, "-c", INDEX_PROBE, str(folder)], env=env(), capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", INDEX_PROBE, str(folder)], env=env(), capture_output=True, text=True,
+                         check=False)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
     n, peak, final = out.stdout.split()[-3:]

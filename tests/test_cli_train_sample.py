@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import json
 import struct
 import subprocess
 import sys
@@ -303,7 +302,7 @@ def test_a_folder_smaller_than_a_batch_is_refused_before_a_run_is_made(tmp_path,
             "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20", "--sample-every", "0", "--save-every", "0",
             "--num-samples", "4", "--sampler", "ddim", "--steps", "4", "--no-tensorboard", "--max-steps", "1",
             "--runs-dir", str(runs), "--name", "small"]
-    code, out, err = run_cli(*args, cwd=tmp_path)  # the default batch of 64
+    code, _, err = run_cli(*args, cwd=tmp_path)  # the default batch of 64
     assert code == 2 and "Traceback" not in err
     assert err == ("ddpm: error: the data set has 48 images, fewer than one batch of 64; lower --batch-size\n")
     assert not runs.exists()  # not the run, nor the runs folder made for it
@@ -315,8 +314,8 @@ def test_a_folder_smaller_than_a_batch_is_refused_before_a_run_is_made(tmp_path,
 
 def test_a_start_that_fails_after_its_directory_exists_removes_it_and_keeps_the_run_it_would_replace(
         tmp_path, monkeypatch, capsys):
-    import ddpm.training.text_setup as text_setup
     from ddpm.errors import CheckpointError
+    from ddpm.training import text_setup
 
     folder = tmp_path / "imgs"
     _squares(folder, 8)

@@ -100,7 +100,6 @@ def test_overwrite_never_sets_aside_a_run_in_use(tmp_path):
     from ddpm.runs.run_dir import StartingRun
 
     run = new_run_dir(tmp_path, "busy", "digits")
-    with RunLock(run):
-        with pytest.raises(ConfigError, match="is in use by process"):
-            StartingRun(tmp_path, "busy", "digits", overwrite=True)
+    with RunLock(run), pytest.raises(ConfigError, match="is in use by process"):
+        StartingRun(tmp_path, "busy", "digits", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
