@@ -13,6 +13,10 @@ The folders are synthetic JPEGs (smooth random colour fields, ``--source-size`` 
 resized to 64x64 on the fly), written under ``--work`` and deleted at the end.
 
     python benchmarks/streaming.py --work /tmp/stream-bench          # ~12 min on 2 CPU cores
+    python benchmarks/streaming.py --work /tmp/stream-bench --memory-only --streamed-only \
+        --sizes 2000,10000,20000 --repeats 2                           # the memory part alone
+    python benchmarks/streaming.py --work /tmp/stream-bench --index-only --sizes 2000,10000,20000,40000
+                                                                       # the index alone, ~2 min
 """
 
 from __future__ import annotations
@@ -135,6 +139,35 @@ def memory(folder: Path, work: Path, flags: list[str], steps: int) -> tuple[floa
     return peak_pss / 1024, peak_hwm / 1024, time.monotonic() - began
 
 
+INDEX_PROBE = """
+import sys, torch
+from ddpm.data.stream import open_folder_stream
+from ddpm.training.batches import BatchPlan
+from ddpm.training.source import open_source
+def kib(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key))
+before = kib("VmRSS:")
+stream = open_folder_stream(sys.argv[1], (64, 64), 3, class_labels=True, log=lambda m: None)
+source = open_source(stream, BatchPlan(len(stream), 16, seed=0), torch.device("cpu"), num_workers=0, log=print)
+source.get(0), source.get(1)
+print(len(stream), kib("VmHWM:") - before, kib("VmRSS:") - before)
+"""
+
+
+def index_memory(folder: Path) -> tuple[int, float, float]:
+    """(images, peak and final RSS growth in MiB) of a fresh process that indexes ``folder`` for
+    streaming and draws two batches from it, measured from after the imports: the part of the
+    main process's memory that can grow with the folder, without the ~1 GB of the network around
+    it (whose peak varies by tens of MiB from run to run)."""
+    out = subprocess.run([sys.executable, "-c", INDEX_PROBE, str(folder)], env=env(), capture_output=True, text=True,
+                         check=False)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    n, peak, final = out.stdout.split()[-3:]
+    return int(n), int(peak) / 1024, int(final) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/ddpm-stream-bench"), help="scratch folder (deleted at the end)")
@@ -146,27 +179,46 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--memory-steps", type=int, default=30)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--sizes", default="", help="comma-separated folder sizes of the memory part (default: small,large)")
+    ap.add_argument("--memory-only", action="store_true", help="skip the speed part")
+    ap.add_argument("--streamed-only", action="store_true", help="measure the memory of streamed runs only")
+    ap.add_argument("--repeats", type=int, default=1, help="memory runs per folder and source (peaks vary run to run)")
+    ap.add_argument("--index-only", action="store_true",
+                    help="measure only the memory of indexing each folder and drawing two batches (seconds, not minutes)")
     args = ap.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else [args.small, args.large]
     if args.work.exists():
         raise SystemExit(f"{args.work} exists; give a new --work folder (it is deleted at the end)")
     try:
         began = time.monotonic()
-        small = make_folder(args.work / f"images-{args.small}", args.small, args.source_size)
-        large = make_folder(args.work / f"images-{args.large}", args.large, args.source_size, seed=1)
-        print(f"# wrote {args.small} + {args.large} JPEGs of {args.source_size}x{args.source_size} in "
+        folders = {n: make_folder(args.work / f"images-{n}", n, args.source_size, seed=k) for k, n in enumerate(sizes)}
+        if not args.memory_only and args.small not in folders:
+            folders[args.small] = make_folder(args.work / f"images-{args.small}", args.small, args.source_size)
+        print(f"# wrote {' + '.join(str(n) for n in folders)} JPEGs of {args.source_size}x{args.source_size} in "
               f"{time.monotonic() - began:.0f} s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-        rates = speed(small, args.work, args.chunks, args.chunk, args.workers)
+        if args.index_only:
+            print("\n| images | peak RSS growth, MiB | RSS growth after two batches, MiB |\n|---:|---:|---:|")
+            for n in sizes:
+                for _ in range(args.repeats):
+                    print("| {} | {:.1f} | {:.1f} |".format(*index_memory(folders[n])), flush=True)
+            return
+        rates = {} if args.memory_only else speed(folders[args.small], args.work, args.chunks, args.chunk, args.workers)
+        sources = [("streamed", ["--stream", "--num-workers", str(args.workers)])]
+        if not args.streamed_only:
+            sources.append(("in memory", ["--no-stream"]))
         mem_rows = []
-        for n, folder in ((args.small, small), (args.large, large)):
-            for label, flags in (("streamed", ["--stream", "--num-workers", str(args.workers)]), ("in memory", ["--no-stream"])):
-                pss, hwm, seconds = memory(folder, args.work, flags, args.memory_steps)
-                mem_rows.append((n, label, pss, hwm, seconds))
-                print(f"  memory: {n} images {label}: {pss:.0f} MiB PSS (tree), {hwm:.0f} MiB peak RSS (main)", flush=True)
-        base = statistics.median(rates["in memory"])
-        print(f"\n## Training speed, 64x64, batch 16, {args.small} images ({args.chunks} interleaved chunks of {args.chunk} steps)\n")
-        print("| source | images/s, median [min-max] of the logged intervals | vs in memory |\n|---|---:|---:|")
-        for mode, v in rates.items():
-            print(f"| {mode} | {statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}] | {statistics.median(v) / base:.3f} |")
+        for n in sizes:
+            for label, flags in sources:
+                for _ in range(args.repeats):
+                    pss, hwm, seconds = memory(folders[n], args.work, flags, args.memory_steps)
+                    mem_rows.append((n, label, pss, hwm, seconds))
+                    print(f"  memory: {n} images {label}: {pss:.0f} MiB PSS (tree), {hwm:.0f} MiB peak RSS (main)", flush=True)
+        if rates:
+            base = statistics.median(rates["in memory"])
+            print(f"\n## Training speed, 64x64, batch 16, {args.small} images ({args.chunks} interleaved chunks of {args.chunk} steps)\n")
+            print("| source | images/s, median [min-max] of the logged intervals | vs in memory |\n|---|---:|---:|")
+            for mode, v in rates.items():
+                print(f"| {mode} | {statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}] | {statistics.median(v) / base:.3f} |")
         print(f"\n## Peak memory of ddpm train ({args.memory_steps} steps)\n")
         print("| images | source | peak PSS, process + workers, MiB | peak RSS, main process, MiB | wall s |\n|---:|---|---:|---:|---:|")
         for n, label, pss, hwm, seconds in mem_rows:

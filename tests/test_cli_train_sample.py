@@ -286,3 +286,61 @@ def test_a_prompt_on_a_run_without_text_is_refused(tmp_path):
     assert code == 2 and not (tmp_path / "never").exists()
     assert err.strip() == ("ddpm: error: --prompt needs a text-conditional run (trained with --text-conditional); "
                            "this run was trained without captions")
+
+
+def _squares(folder, n):
+    folder.mkdir()
+    for i in range(n):
+        Image.new("RGB", (8, 8), (5 * i, 0, 255 - 5 * i)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_a_folder_smaller_than_a_batch_is_refused_before_a_run_is_made(tmp_path, capsys):
+    folder = _squares(tmp_path / "imgs", 48)
+    runs = tmp_path / "runs"
+    args = ["train", "--dataset", f"folder:{folder}", "--image-size", "8", "--dim", "8", "--dim-mults", "1,2",
+            "--attn-heads", "2", "--attn-dim-head", "8", "--timesteps", "20", "--sample-every", "0", "--save-every", "0",
+            "--num-samples", "4", "--sampler", "ddim", "--steps", "4", "--no-tensorboard", "--max-steps", "1",
+            "--runs-dir", str(runs), "--name", "small"]
+    code, _, err = run_cli(*args, cwd=tmp_path)  # the default batch of 64
+    assert code == 2 and "Traceback" not in err
+    assert err == ("ddpm: error: the data set has 48 images, fewer than one batch of 64; lower --batch-size\n")
+    assert not runs.exists()  # not the run, nor the runs folder made for it
+    assert main([*args, "--batch-size", "8"]) == 0  # the same name is free
+    out = capsys.readouterr().out
+    assert out.count("reading 48 images from") == 1 and "streaming" not in out  # read into memory, and said so once
+    assert (runs / "small" / "checkpoints").is_dir()
+
+
+def test_a_start_that_fails_after_its_directory_exists_removes_it_and_keeps_the_run_it_would_replace(
+        tmp_path, monkeypatch, capsys):
+    from ddpm.errors import CheckpointError
+    from ddpm.training import text_setup
+
+    folder = tmp_path / "imgs"
+    _squares(folder, 8)
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f"{i:02d}.png", "text": f"square {i}"})
+                                                     for i in range(8)), encoding="utf-8")
+    runs = tmp_path / "runs"
+    text = ["--dataset", f"folder:{folder}", "--image-size", "8", "--text-conditional", "--text-encoder", "builtin",
+            "--builtin-text-dim", "8", "--builtin-text-layers", "0"]
+    assert main(["train", *TINY, "--max-steps", "2", "--runs-dir", str(runs), "--name", "old"]) == 0
+    before = {p.relative_to(runs): p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+
+    def unreadable(*args, **kwargs):  # the encoder is built once the run directory exists (its embeddings live there)
+        raise CheckpointError("cannot read the MiniLM files in /nowhere (OSError: damaged); reinstall them")
+
+    monkeypatch.setattr(text_setup, "make_text_encoder", unreadable)
+    capsys.readouterr()
+    assert main(["train", *TINY, *text, "--max-steps", "2", "--runs-dir", str(runs), "--name", "new"]) == 2
+    assert capsys.readouterr().err == "ddpm: error: cannot read the MiniLM files in /nowhere (OSError: damaged); reinstall them\n"
+    assert sorted(p.name for p in runs.iterdir()) == ["old"]  # the failed start's directory is gone
+    # a refused --overwrite leaves the run it would have replaced as it was, early or late
+    assert main(["train", *TINY, "--batch-size", "4096", "--max-steps", "2", "--runs-dir", str(runs), "--name", "old",
+                 "--overwrite"]) == 2
+    assert main(["train", *TINY, *text, "--max-steps", "2", "--runs-dir", str(runs), "--name", "old", "--overwrite"]) == 2
+    assert sorted(p.name for p in runs.iterdir()) == ["old"]
+    assert {p.relative_to(runs): p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before
+    monkeypatch.undo()
+    assert main(["train", *TINY, *text, "--max-steps", "2", "--runs-dir", str(runs), "--name", "old", "--overwrite"]) == 0
+    assert sorted(p.name for p in runs.iterdir()) == ["old"] and (runs / "old" / "caption_embeddings.safetensors").is_file()

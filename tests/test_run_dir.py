@@ -64,3 +64,42 @@ def test_metrics_log_truncates_rows_after_the_resumed_step(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == ",".join(METRICS)
     assert [line.split(",")[0] for line in lines[1:]] == ["10", "20", "25"]
+
+
+def test_a_discarded_start_leaves_the_disk_as_it_was(tmp_path):
+    from ddpm.runs.run_dir import StartingRun
+
+    fresh = StartingRun(tmp_path / "new" / "runs", "exp", "digits")
+    assert fresh.path.is_dir() and (fresh.path / ".lock").exists()
+    (fresh.path / "config.toml").write_text("made by the failed start")
+    fresh.discard()
+    assert not (tmp_path / "new").exists()  # the run and the folders it made above it
+
+    old = new_run_dir(tmp_path, "exp", "digits")
+    (old / "precious.txt").write_text("keep me")
+    (tmp_path / "other.txt").write_text("not a run")
+    with pytest.raises(ConfigError, match="already exists"):
+        StartingRun(tmp_path, "exp", "digits")
+    replacing = StartingRun(tmp_path, "exp", "digits", overwrite=True)
+    assert replacing.path == old and not (old / "precious.txt").exists()  # the old run is set aside, not gone
+    with pytest.raises(ConfigError, match="in use"):  # and held: no other process may start in it
+        StartingRun(tmp_path, "exp", "digits", overwrite=True)
+    replacing.discard()
+    assert (old / "precious.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "other.txt"]
+
+    replacing = StartingRun(tmp_path, "exp", "digits", overwrite=True)
+    replacing.keep()  # the start went through: now the old run goes
+    replacing.discard()  # no effect once kept
+    assert replacing.path.is_dir() and not (old / "precious.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "other.txt"]
+    replacing.release()
+
+
+def test_overwrite_never_sets_aside_a_run_in_use(tmp_path):
+    from ddpm.runs.run_dir import StartingRun
+
+    run = new_run_dir(tmp_path, "busy", "digits")
+    with RunLock(run), pytest.raises(ConfigError, match="is in use by process"):
+        StartingRun(tmp_path, "busy", "digits", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]

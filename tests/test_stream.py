@@ -1,7 +1,9 @@
 """Streaming folders: the path index, on-demand decoding equal to the in-memory reader,
 replacement of unreadable files, and the resized-image cache."""
 
+import gc
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -95,3 +97,33 @@ def test_the_resized_cache_serves_rows_it_can_trust(tmp_path, monkeypatch):
     assert torch.equal(again[2][0], first[2]) and again[4][0].reshape(3, -1)[:, 0].tolist() == [1, 2, 3]
     assert calls == [again.index.path(2), edited]
     assert ResizedCache(cache.directory, 6, (3, 6, 8)).read(0, 12345) is None  # another file's signature
+
+
+def _held_and_peak(root, n):
+    """Bytes traced while a FolderStream over ``n`` empty files lives, and at the peak of building it."""
+    for c in range(4):
+        (root / f"c{c}").mkdir(parents=True)
+    for i in range(n):
+        (root / f"c{i % 4}" / f"{i:06d}.png").touch()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        stream = open_folder_stream(root, (8, 8), 3, class_labels=True, log=lambda m: None, stream_above=None)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(stream) == n and stream.labels[0] == 0 and stream.labels[-1] == 3
+    return held, peak
+
+
+def test_the_index_holds_a_few_bytes_per_image_and_builds_without_an_object_per_file(tmp_path):
+    # streaming memory must not grow with the folder: per image only its path's bytes, an offset
+    # and a label stay (no Path, str or int object each), and building them passes no Path
+    # object per file either (the freed objects would leave the heap fragmented and pathlib's
+    # table of interned names grown for good)
+    h1, p1 = _held_and_peak(tmp_path / "small", 1000)
+    h4, p4 = _held_and_peak(tmp_path / "large", 4000)
+    path = len("c0/000000.png")
+    held, peak = (h4 - h1) / 3000, (p4 - p1) / 3000
+    assert held < path + 8 + 8 + 8, f"{held:.0f} bytes held per image"  # path, offset, label, slack
+    assert peak < 250, f"{peak:.0f} bytes per image at the peak of indexing"

@@ -37,13 +37,23 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
-def list_images(root: Path) -> list[Path]:
-    """Image files below ``root`` (symlinked folders not followed), sorted by their relative path."""
-    found = []
+def list_relative(root: Path) -> list[str]:
+    """The relative paths ("sub/name.png") of the image files below ``root`` (symlinked folders
+    not followed), sorted. Plain strings, not Path objects: a Path costs several times the bytes
+    of its name, and pathlib interns every name in a table that never shrinks."""
+    found: list[str] = []
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        found += [Path(directory, f) for f in files if not f.startswith(".") and f.lower().endswith(EXTENSIONS)]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+        rel = os.path.relpath(directory, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        found += [prefix + f for f in files if not f.startswith(".") and f.lower().endswith(EXTENSIONS)]
+    found.sort()
+    return found
+
+
+def list_images(root: Path) -> list[Path]:
+    """Image files below ``root`` (symlinked folders not followed), sorted by their relative path."""
+    return [Path(root, r) for r in list_relative(root)]
 
 
 def load_image(path: Path | BinaryIO, size: tuple[int, int], channels: int) -> np.ndarray:

@@ -25,14 +25,14 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .folder import EXTENSIONS, folder_labels, list_images, load_image
+from .folder import EXTENSIONS, folder_labels, list_relative, load_image
 
 STREAM_ABOVE_BYTES = 1 << 30
 """``stream = "auto"`` streams a folder whose decoded images would take more than this (1 GiB)."""
@@ -41,14 +41,21 @@ Note = tuple[str, str, str]  # (kind, key, message): what a worker found, for th
 
 
 class PathIndex:
-    """The relative paths of N files below ``root``: UTF-8 bytes in one buffer, offsets [N + 1]."""
+    """The relative paths of N files below ``root``: UTF-8 bytes in one buffer, offsets [N + 1].
 
-    def __init__(self, root: str | Path, relative: list[str]):
-        encoded = [os.fsencode(r) for r in relative]
+    About (path length + 8) bytes per file, and no Python object per file, built from the sorted
+    ``relative`` strings one at a time (a list of per-file bytes objects would double the peak)."""
+
+    def __init__(self, root: str | Path, relative: Sequence[str]):
         self.root = str(root)
-        self.offsets = np.zeros(len(encoded) + 1, np.int64)
-        np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
-        self.buffer = np.frombuffer(b"".join(encoded), np.uint8)
+        offsets = np.empty(len(relative) + 1, np.int64)
+        offsets[0] = 0
+        buffer = bytearray()
+        for i, r in enumerate(relative):
+            buffer += os.fsencode(r)
+            offsets[i + 1] = len(buffer)
+        self.offsets = offsets
+        self.buffer = np.frombuffer(bytes(buffer), np.uint8)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -63,16 +70,32 @@ class PathIndex:
         return hashlib.sha256(self.root.encode() + b"\0" + self.buffer.tobytes()).hexdigest()
 
 
-def index_folder(root: str | Path, *, class_labels: bool, log: Callable[[str], None]):
+class _FirstParts:
+    """The relative paths split at their first "/", one at a time (what folder_labels reads)."""
+
+    def __init__(self, relative: Sequence[str]):
+        self.relative = relative
+
+    def __iter__(self):
+        return (r.split("/", 1) for r in self.relative)
+
+
+def index_folder(root: str | Path, *, class_labels: bool, log: Callable[[str], None],
+                 stream_above: int | None = None, image_bytes: int = 0):
     """``(PathIndex, labels int64 [N] or None, class names or None)`` of the images below ``root``,
-    in the order and with the labels of :func:`~ddpm.data.folder.load_folder`; nothing is decoded."""
+    in the order and with the labels of :func:`~ddpm.data.folder.load_folder`; nothing is decoded.
+
+    With ``stream_above``, a folder whose N * ``image_bytes`` is no more than that is not indexed
+    (None; nothing logged): it is read into memory instead."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder.")
-    relative = [p.relative_to(root).as_posix() for p in list_images(root)]
+    relative = list_relative(root)
     if not relative:
         raise DataError(f"image folder {root} holds no image files ({', '.join(EXTENSIONS)}).")
-    labels, names = folder_labels([tuple(r.split("/")) for r in relative], root, log) if class_labels else (None, None)
+    if stream_above is not None and len(relative) * image_bytes <= stream_above:
+        return None
+    labels, names = folder_labels(_FirstParts(relative), root, log) if class_labels else (None, None)
     return PathIndex(root, relative), labels, names
 
 
@@ -223,10 +246,17 @@ def _cache_key(index: PathIndex, channels: int, size: tuple[int, int]) -> str:
 
 def open_folder_stream(root: str | Path, size: tuple[int, int], channels: int, *, class_labels: bool,
                        cache_resized: bool = False, cache_dir: str | Path | None = None,
-                       log: Callable[[str], None] = print) -> FolderStream:
-    """Index the folder ``root`` for streaming (and open its resized-image cache if asked)."""
+                       log: Callable[[str], None] = print, stream_above: int | None = None) -> FolderStream | None:
+    """Index the folder ``root`` for streaming (and open its resized-image cache if asked).
+
+    With ``stream_above`` (bytes), a folder whose images would take no more than that decoded is
+    left alone: None, with nothing logged and no cache made, for the caller to read it into memory."""
     root = Path(root).expanduser()
-    index, labels, names = index_folder(root, class_labels=class_labels, log=log)
+    found = index_folder(root, class_labels=class_labels, log=log, stream_above=stream_above,
+                         image_bytes=channels * size[0] * size[1])
+    if found is None:
+        return None
+    index, labels, names = found
     cache = None
     if cache_resized:
         base = Path(cache_dir).expanduser() if cache_dir else Path("~/.cache/torch-ddpm").expanduser()

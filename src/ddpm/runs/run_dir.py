@@ -16,11 +16,8 @@ from ..fileio import atomic_write
 METRICS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s", "nonfinite_skipped")
 
 
-def new_run_dir(runs_dir: str | Path, name: str, dataset: str, *, overwrite: bool = False) -> Path:
-    """``runs_dir/name`` (a name made from the data set and the time if empty), created empty.
-
-    An existing run is never replaced unless ``overwrite`` is set.
-    """
+def _run_path(runs_dir: str | Path, name: str, dataset: str) -> Path:
+    """``runs_dir/name``, or a free name made from the data set and the time if ``name`` is empty."""
     if not name:
         base = dataset.split(":")[0].replace("/", "-")
         name = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -31,13 +28,25 @@ def new_run_dir(runs_dir: str | Path, name: str, dataset: str, *, overwrite: boo
         name = candidate
     if "/" in name or name in (".", ".."):
         raise ConfigError(f"run name {name!r} must be a plain directory name")
-    path = Path(runs_dir) / name
+    return Path(runs_dir) / name
+
+
+def _refuse_existing(path: Path) -> None:
+    raise ConfigError(
+        f"run directory {path} already exists; choose another --name, continue it with "
+        f"--resume {path}, or replace it with --overwrite"
+    )
+
+
+def new_run_dir(runs_dir: str | Path, name: str, dataset: str, *, overwrite: bool = False) -> Path:
+    """``runs_dir/name`` (a name made from the data set and the time if empty), created empty.
+
+    An existing run is never replaced unless ``overwrite`` is set.
+    """
+    path = _run_path(runs_dir, name, dataset)
     if path.exists():
         if not overwrite:
-            raise ConfigError(
-                f"run directory {path} already exists; choose another --name, continue it with "
-                f"--resume {path}, or replace it with --overwrite"
-            )
+            _refuse_existing(path)
         if path.is_dir():
             # never delete a run that a live process is training in (ConfigError if it is)
             RunLock(path).acquire().release()
@@ -46,6 +55,94 @@ def new_run_dir(runs_dir: str | Path, name: str, dataset: str, *, overwrite: boo
             path.unlink()
     path.mkdir(parents=True)
     return path
+
+
+class StartingRun:
+    """The directory of a run being started, made empty and locked, that goes away again if the
+    start fails: until :meth:`keep`, :meth:`discard` removes it (and the folders above it that
+    it created, when empty) and puts back the run that ``overwrite`` set aside, so a start refused
+    after its directory was made leaves the disk as it found it.
+
+    The run that ``overwrite`` replaces is renamed to a hidden sibling (``.NAME.replaced-PID``),
+    under its own lock, rather than deleted: it is deleted only by :meth:`keep`, once every check
+    has passed, so a refused start never costs the old run.
+    """
+
+    def __init__(self, runs_dir: str | Path, name: str, dataset: str, *, overwrite: bool = False):
+        path = _run_path(runs_dir, name, dataset)
+        self.path = path
+        self._aside: Path | None = None
+        self._aside_lock: RunLock | None = None
+        if os.path.lexists(path):
+            if not overwrite:
+                _refuse_existing(path)
+            aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+            if path.is_dir() and not path.is_symlink():
+                # never set aside a run that a live process is training in (ConfigError if it is);
+                # the lock stays held, so none can start in it until it is deleted or put back
+                self._aside_lock = RunLock(path).acquire()
+            os.rename(path, aside)
+            self._aside = aside
+        self._made = [p for p in reversed(path.parents) if not p.exists()] + [path]
+        try:
+            path.mkdir(parents=True)
+        except BaseException:
+            self._put_back()
+            raise
+        try:
+            self.lock = RunLock(path).acquire()
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            self._put_back()
+            raise
+        self._kept = False
+
+    def keep(self) -> None:
+        """The run has started: the directory stays, and a run it replaces is deleted now."""
+        if self._kept:
+            return
+        self._kept = True
+        aside, self._aside = self._aside, None
+        if aside is not None:
+            if aside.is_dir() and not aside.is_symlink():
+                shutil.rmtree(aside)
+            else:
+                aside.unlink()
+        self._release_aside()
+
+    def discard(self) -> None:
+        """The start failed: remove what it made and put back what it set aside."""
+        if self._kept:
+            return
+        self._kept = True  # once only
+        shutil.rmtree(self.path, ignore_errors=True)  # made empty by this start and locked since
+        self.lock.release()
+        self._put_back()
+
+    def release(self) -> None:
+        """The run ends (its directory stays): let another process take it."""
+        self.lock.release()
+
+    def _put_back(self) -> None:
+        for p in reversed(self._made[:-1]):  # the folders above the run that this start created
+            try:
+                p.rmdir()  # only if empty: never anything another process put there
+            except OSError:
+                break
+        aside, self._aside = self._aside, None
+        try:
+            if aside is not None:
+                os.rename(aside, self.path)
+        except OSError as err:
+            raise ConfigError(f"the run that --overwrite would have replaced is kept as {aside} "
+                              f"(putting it back failed: {err.strerror or err}); rename it to {self.path}") from None
+        finally:
+            self._release_aside()
+
+    def _release_aside(self) -> None:
+        if self._aside_lock is not None:
+            self._aside_lock.release()
+            self._aside_lock = None
 
 
 class RunLock:

@@ -25,7 +25,7 @@ from ..runs.checkpoint import check_fit, list_checkpoints, load_model_weights, r
 from .distributed import Distributed, init_distributed
 from .ema import EMA
 from .reporting import Reporter
-from ..runs.run_dir import MetricsLog, RunLock, new_run_dir
+from ..runs.run_dir import MetricsLog, RunLock, StartingRun
 from .setup import StopRequest, check_resume, resolve_data
 from .step import Micro, Stepper
 from .text_setup import CaptionBatches, caption_embeddings, grid_prompts, resolve_captions
@@ -81,7 +81,7 @@ def train(
 
 
 def _train(config, dist: Distributed, device, resume, overwrite, log, progress, stop, initial_weights=None) -> TrainResult:
-    lock = None
+    lock = starting = None
     try:
         checkpoint = None
         if resume is not None:
@@ -95,15 +95,26 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
         if config.data.text_conditional:  # images without a usable caption are left out here
             data, captions, config = resolve_captions(config, data, log)
         validate_config(config)  # everything is checked before a directory is made or replaced
+        tc = config.train
+        plan = BatchPlan(len(data), tc.batch_size, dist.world_size, dist.rank, tc.seed)  # at least one batch of images
         if checkpoint is not None:
             check_resume(checkpoint.config, config, checkpoint)
             run_dir = checkpoint.path.parent.parent
         else:  # rank 0 makes the directory; the others learn its name
-            made = new_run_dir(config.runs_dir, config.name, config.data.dataset, overwrite=overwrite) if dist.is_main else None
-            run_dir = Path(dist.from_main(str(made) if made else None))
-            lock = RunLock(run_dir).acquire() if dist.is_main else None
+            if dist.is_main:
+                starting = StartingRun(config.runs_dir, config.name, config.data.dataset, overwrite=overwrite)
+                lock = starting.lock
+            run_dir = Path(dist.from_main(str(starting.path) if starting else None))
         config = replace(config, name=run_dir.name)
-        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, captions, initial_weights)
+        # what can fail only once the directory exists (the text encoder, the network's memory, ...)
+        # fails before the first step; then the directory goes, and a run --overwrite set aside comes back
+        started = starting.keep if starting is not None else (lambda: None)
+        return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, plan, started, captions,
+                     initial_weights)
+    except BaseException:
+        if starting is not None:
+            starting.discard()
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -117,7 +128,8 @@ def _is_out_of_memory(err: BaseException) -> bool:
     )
 
 
-def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, captions=None, initial_weights=None) -> TrainResult:
+def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, plan: BatchPlan, started: Callable[[], None],
+          captions=None, initial_weights=None) -> TrainResult:
     tc = config.train
     if checkpoint is not None:
         with torch.device("meta"):  # check the weights against the config before allocating anything
@@ -151,7 +163,6 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
         net = torch.compile(net)
 
     bf16 = use_bf16(tc.bf16, device)
-    plan = BatchPlan(len(data), tc.batch_size, dist.world_size, dist.rank, tc.seed)
     if dist.is_main:
         atomic_write_text(run_dir / "config.toml", to_toml(config))
         log(f"training on {len(data)} images of {data.name} ({device}{', bf16 autocast' if bf16 else ''}, "
@@ -220,6 +231,7 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
         saved_step = step
         return path
 
+    started()  # from here on the run exists: a failure leaves its directory for --resume
     try:
         while step < tc.max_steps:
             # dropout draws from the global generator: seeded per step and rank, so a resumed run

@@ -52,9 +52,11 @@ def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None
     def load() -> ImageDataset | FolderStream:
         if is_folder and d.stream is not False and size is not None:
             hw = (size, size) if isinstance(size, int) else size
+            # auto: a folder small enough to hold is read into memory below, and only that is logged
             stream = open_folder_stream(d.dataset[len("folder:"):], hw, d.channels or 3, class_labels=d.class_conditional,
-                                        cache_resized=d.cache_resized, cache_dir=d.cache_dir or None, log=log)
-            if d.stream or stream.decoded_bytes > STREAM_ABOVE_BYTES:
+                                        cache_resized=d.cache_resized, cache_dir=d.cache_dir or None, log=log,
+                                        stream_above=None if d.stream else STREAM_ABOVE_BYTES)
+            if stream is not None:
                 return stream
         return get_dataset(
             d.dataset,
