@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -86,6 +86,18 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image if image.mode == mode else image.convert(mode)
 
 
+def listed_folder(root: str | Path, lister: Callable[[Path], Sequence[Any]]) -> tuple[Path, Sequence[Any]]:
+    """``root`` (``~`` expanded) and the images ``lister`` finds below it; one DataError sentence when
+    it is not a folder or holds no image."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder.")
+    files = lister(root)
+    if not files:
+        raise DataError(f"image folder {root} holds no image files ({', '.join(EXTENSIONS)}).")
+    return root, files
+
+
 def load_folder(
     root: str | Path,
     split: str,
@@ -99,12 +111,7 @@ def load_folder(
     """uint8 images [N, channels, H, W], int64 labels [N] or None, and the class names or None.
     ``files_read``, if given, receives the path of each image read, relative to ``root``."""
     check_split(split)
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a folder.")
-    files = list_images(root)
-    if not files:
-        raise DataError(f"image folder {root} holds no image files ({', '.join(EXTENSIONS)}).")
+    root, files = listed_folder(root, list_images)
     if split == "test":
         log("folder data sets have no held-out split: 'test' uses the same images as 'train'")
     log(f"reading {len(files)} images from {root}")

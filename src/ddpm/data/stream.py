@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .folder import EXTENSIONS, folder_labels, list_relative, load_image
+from .folder import folder_labels, list_relative, listed_folder, load_image
 
 STREAM_ABOVE_BYTES = 1 << 30
 """``stream = "auto"`` streams a folder whose decoded images would take more than this (1 GiB)."""
@@ -87,12 +87,7 @@ def index_folder(root: str | Path, *, class_labels: bool, log: Callable[[str], N
 
     With ``stream_above``, a folder whose N * ``image_bytes`` is no more than that is not indexed
     (None; nothing logged): it is read into memory instead."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a folder.")
-    relative = list_relative(root)
-    if not relative:
-        raise DataError(f"image folder {root} holds no image files ({', '.join(EXTENSIONS)}).")
+    root, relative = listed_folder(root, list_relative)
     if stream_above is not None and len(relative) * image_bytes <= stream_above:
         return None
     labels, names = folder_labels(_FirstParts(relative), root, log) if class_labels else (None, None)
