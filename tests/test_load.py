@@ -52,3 +52,11 @@ def test_load_run_of_something_that_is_not_a_run(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError):
         ddpm.load_run(tmp_path / "empty")
+
+
+def test_the_old_module_name_of_the_records_still_reads_them():
+    import ddpm.records
+    import ddpm.runs.records
+
+    assert ddpm.records.read_record is ddpm.runs.records.read_record
+    assert ddpm.records.sample_record is ddpm.runs.records.sample_record

@@ -185,3 +185,13 @@ def test_uploads_need_an_image_type(served, content_type, shown):
     for accepted in ("image/png", "IMAGE/PNG", "application/octet-stream"):
         assert client.post("/api/runs/plain/images", content=png_bytes(),
                            headers={"content-type": accepted}).status_code == 200
+
+
+def test_a_host_header_with_user_info_cannot_pose_as_the_origin(runs):
+    # "127.0.0.1:8000@evil.example.com" would parse as host evil.example.com, matching an evil Origin
+    app = build_app(Catalog(runs, device="cpu", log=lambda m: None), frame_interval=0.0, allowed_hosts=None)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        refused = client.post("/api/runs/plain/generate", json={"n": 1},
+                              headers={"host": "127.0.0.1:8000@evil.example.com", "origin": "http://evil.example.com"})
+        assert "is not a host name or address with a port" in one_sentence(refused, 403)
+        assert client.get("/api/info", headers={"host": "[::1]:8000"}).status_code == 200

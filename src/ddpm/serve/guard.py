@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -22,6 +23,9 @@ from starlette.responses import JSONResponse
 from ..errors import DDPMError
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+HOST_HEADER = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+"""A Host header as browsers send it: a name or an IP address (IPv6 in brackets) and a port, nothing
+else (no user info such as ``127.0.0.1:8000@evil``, which a URL parser would read as host ``evil``)."""
 SAME_SITE = {"same-origin", "none"}  # "none": typed in the address bar or a bookmark, not a page
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # the page and everything it loads come from this server: no CDN, nothing from elsewhere
@@ -78,6 +82,8 @@ class RequestGuard:
         """Why the request is refused (one sentence), or None."""
         headers = {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get(b"host", "")
+        if host and not HOST_HEADER.match(host):
+            return f"host {host!r} is not a host name or address with a port; open the address ddpm serve printed"
         if self.allowed is not None:
             name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
             if name.lower() not in self.allowed:
