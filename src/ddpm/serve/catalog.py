@@ -32,23 +32,7 @@ from ..runs.checkpoint import Checkpoint, read_checkpoint
 from ..runs.load import load_for_sampling
 from ..schedules import Schedule, get_schedule
 from ..text import WordTokenizer, check_prompts
-
-
-class WordPieceCounter:
-    """MiniLM's token count (as :meth:`ddpm.text.minilm.MiniLMEncoder.count_tokens`: WordPiece
-    tokens with [CLS] and [SEP]) from its tokenizer alone, without loading the encoder's weights."""
-
-    name = "minilm"
-
-    def __init__(self, max_tokens: int):
-        from ..text.minilm import minilm_tokenizer
-
-        self.max_tokens = max_tokens
-        self.tokenizer = minilm_tokenizer()
-
-    def count_tokens(self, prompts: list[str]) -> list[int]:
-        return [len(e.ids) for e in self.tokenizer.encode_batch(list(prompts))]
-
+from ..text.minilm import WordPieceCounter
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$")
 

@@ -60,6 +60,25 @@ def minilm_tokenizer(directory: str | Path | None = None):
     return tokenizer
 
 
+def wordpiece_counts(tokenizer, prompts: Sequence[str]) -> list[int]:
+    """Each prompt's length in MiniLM's WordPiece tokens, [CLS] and [SEP] included."""
+    return [len(e.ids) for e in tokenizer.encode_batch(list(prompts))]
+
+
+class WordPieceCounter:
+    """MiniLM's token count (as :meth:`MiniLMEncoder.count_tokens`) from its tokenizer alone, without
+    loading the encoder's weights: what checks a prompt's length before any work is queued."""
+
+    name = "minilm"
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = max_tokens
+        self.tokenizer = minilm_tokenizer()
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        return wordpiece_counts(self.tokenizer, prompts)
+
+
 class BertLayer(nn.Module):
     """One post-norm transformer layer of BERT (Devlin et al. 2019): x [B, L, D] -> [B, L, D]."""
 
@@ -164,7 +183,7 @@ class MiniLMEncoder:
         self.device = torch.device(device)
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        return [len(e.ids) for e in self.tokenizer.encode_batch(list(prompts))]
+        return wordpiece_counts(self.tokenizer, prompts)
 
     @torch.inference_mode()
     def encode(self, prompts: Sequence[str], batch_size: int = 256) -> TextBatch:
