@@ -67,3 +67,13 @@ def decode_png(url: str) -> np.ndarray:
     with Image.open(io.BytesIO(base64.b64decode(url[len(prefix):]))) as im:
         assert im.format == "PNG"
         return np.asarray(im)
+
+
+def error_of(response, status: int, *, shortened_prompt: bool = False) -> str:
+    """The one-sentence error of an API answer with ``status``, checked to be one sentence without a
+    traceback (``shortened_prompt``: the sentence quotes a prompt cut off with "...")."""
+    assert response.status_code == status, response.text
+    message = response.json()["error"]
+    text = message.replace("...", "") if shortened_prompt else message
+    assert "\n" not in message and "Traceback" not in message and text.count(". ") == 0, message
+    return message

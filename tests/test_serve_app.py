@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from serve_helpers import TINY, decode_png, need_server_packages, parse_sse, train_runs
+from serve_helpers import TINY, decode_png, error_of, need_server_packages, parse_sse, train_runs
 
 need_server_packages()
 from starlette.testclient import TestClient  # noqa: E402
@@ -43,13 +43,6 @@ def client(runs):
                     max_upload_bytes=20_000, allowed_hosts=LOCAL_NAMES)
     with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
-
-
-def error_of(response, status):
-    assert response.status_code == status, response.text
-    message = response.json()["error"]
-    assert "\n" not in message and "Traceback" not in message and message.count(". ") == 0, message
-    return message
 
 
 def generate(client, run, **body):

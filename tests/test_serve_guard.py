@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_helpers import need_server_packages, parse_sse, train_runs
+from serve_helpers import error_of, need_server_packages, parse_sse, train_runs
 
 need_server_packages()
 from starlette.testclient import TestClient  # noqa: E402
@@ -48,13 +48,6 @@ def png_bytes():
     return buffer.getvalue()
 
 
-def one_sentence(response, status):
-    assert response.status_code == status, response.text
-    message = response.json()["error"]
-    assert "\n" not in message and message.count(". ") == 0, message
-    return message
-
-
 # every state-changing route, as a cross-site page would send it: a simple body, or none
 ROUTES = [
     ("POST", "/api/runs/plain/generate", b'{"n": 1}'),
@@ -78,7 +71,7 @@ FOREIGN = [
 def test_cross_site_state_changes_are_refused(served, method, path, body, headers):
     client, app, calls = served
     response = client.request(method, path, content=body or None, headers={**SIMPLE, **headers})
-    message = one_sentence(response, 403)
+    message = error_of(response, 403)
     assert message.startswith(f"cross-site request refused: {method} {path} ")
     assert message.endswith("use the page ddpm serve printed")
     assert "default-src 'self'" in response.headers["content-security-policy"]  # a refusal has them too
@@ -88,15 +81,15 @@ def test_cross_site_state_changes_are_refused(served, method, path, body, header
 def test_refusal_messages(served):
     client, _, _ = served
     response = client.post("/api/runs/plain/generate", content=b"{}", headers={**SIMPLE, "origin": EVIL})
-    assert one_sentence(response, 403) == (
+    assert error_of(response, 403) == (
         "cross-site request refused: POST /api/runs/plain/generate comes from 'http://evil.example.com', not from this "
         "server's page (http://127.0.0.1); use the page ddpm serve printed")
     response = client.delete("/api/jobs/abc", headers={"sec-fetch-site": "cross-site"})
-    assert one_sentence(response, 403) == (
+    assert error_of(response, 403) == (
         "cross-site request refused: DELETE /api/jobs/abc was sent by a page on another site (Sec-Fetch-Site: "
         "cross-site); use the page ddpm serve printed")
     response = client.get("/api/info", headers={"host": "evil.example.com"})
-    assert one_sentence(response, 403) == "host 'evil.example.com' is not served; open the address ddpm serve printed"
+    assert error_of(response, 403) == "host 'evil.example.com' is not served; open the address ddpm serve printed"
     # reading is not refused: without CORS headers the other page cannot see the answer
     assert client.get("/api/info", headers={"origin": EVIL}).status_code == 200
     assert "access-control-allow-origin" not in client.get("/api/info", headers={"origin": EVIL}).headers
@@ -145,7 +138,7 @@ def test_any_host_mode_compares_the_origin_with_the_host(runs):
         assert ok.status_code == 200
         refused = client.post("/api/runs/plain/generate", json={"n": 1}, headers={"origin": "http://192.168.1.21:8000"})
         assert "comes from 'http://192.168.1.21:8000', not from this server's page (http://192.168.1.20:8000)" in (
-            one_sentence(refused, 403))
+            error_of(refused, 403))
 
 
 @pytest.mark.parametrize("path, body", [("/api/runs/plain/generate", b'{"n": 1}'),
@@ -161,7 +154,7 @@ def test_json_routes_need_json(served, path, body, content_type, shown):
     client, app, calls = served
     headers = {} if content_type is None else {"content-type": content_type}
     response = client.post(path, content=body, headers=headers)
-    assert one_sentence(response, 415) == f"the request body must be sent with Content-Type application/json; got {shown}"
+    assert error_of(response, 415) == f"the request body must be sent with Content-Type application/json; got {shown}"
     assert calls == [] and app.state.jobs.status() == {"runs": {}, "finished": []}
     charset = client.post(path, content=body, headers={"content-type": "application/json; charset=utf-8"})
     assert charset.status_code == 200 and calls == ["job"]
@@ -178,7 +171,7 @@ def test_uploads_need_an_image_type(served, content_type, shown):
     client, _, calls = served
     headers = {} if content_type is None else {"content-type": content_type}
     response = client.post("/api/runs/plain/images", content=png_bytes(), headers=headers)
-    assert one_sentence(response, 415) == (
+    assert error_of(response, 415) == (
         "the upload must be sent with Content-Type one of image/png, image/jpeg, image/webp, image/bmp, image/gif, "
         f"application/octet-stream; got {shown}")
     assert calls == []
@@ -193,5 +186,5 @@ def test_a_host_header_with_user_info_cannot_pose_as_the_origin(runs):
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         refused = client.post("/api/runs/plain/generate", json={"n": 1},
                               headers={"host": "127.0.0.1:8000@evil.example.com", "origin": "http://evil.example.com"})
-        assert "is not a host name or address with a port" in one_sentence(refused, 403)
+        assert "is not a host name or address with a port" in error_of(refused, 403)
         assert client.get("/api/info", headers={"host": "[::1]:8000"}).status_code == 200

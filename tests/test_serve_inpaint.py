@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_helpers import decode_png, need_server_packages, parse_sse, train_runs
+from serve_helpers import decode_png, error_of, need_server_packages, parse_sse, train_runs
 
 need_server_packages()
 from starlette.testclient import TestClient  # noqa: E402
@@ -28,13 +28,6 @@ def client(runs):
                     allowed_hosts=LOCAL_NAMES)
     with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
-
-
-def error_of(response, status):
-    assert response.status_code == status, response.text
-    message = response.json()["error"]
-    assert "\n" not in message and "Traceback" not in message and message.count(". ") == 0, message
-    return message
 
 
 def _train_png(client, run, index, path):

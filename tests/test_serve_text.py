@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_helpers import TINY, decode_png, need_server_packages, parse_sse
+from serve_helpers import TINY, decode_png, error_of, need_server_packages, parse_sse
 
 need_server_packages()
 from starlette.testclient import TestClient  # noqa: E402
@@ -18,13 +18,6 @@ from ddpm.generate import sample_to_directory  # noqa: E402
 from ddpm.serve.app import build_app  # noqa: E402
 from ddpm.serve.catalog import Catalog  # noqa: E402
 from ddpm.training.loop import train  # noqa: E402
-
-
-def error_of(response, status):
-    assert response.status_code == status, response.text
-    message = response.json()["error"]
-    assert "\n" not in message and message.replace("...", "").count(". ") == 0, message  # (a shortened prompt ends in ...)
-    return message
 
 
 def generate(client, run, **body):
@@ -95,7 +88,8 @@ def test_a_prompt_the_encoder_refuses_is_refused_before_queueing(text_client, mo
     submit = app.state.jobs.submit
     monkeypatch.setattr(app.state.jobs, "submit", lambda *a, **kw: submitted.append(a) or submit(*a, **kw))
     finished = list(app.state.jobs.finished)
-    message = error_of(client.post(f"/api/runs/words/{route}", json={"prompt": prompt, "n": 1, **extra}), 400)
+    message = error_of(client.post(f"/api/runs/words/{route}", json={"prompt": prompt, "n": 1, **extra}), 400,
+                       shortened_prompt=True)
     assert message == expected
     assert submitted == [] and list(app.state.jobs.finished) == finished  # no job was made
     # 77 words is the limit itself: accepted, and drawn

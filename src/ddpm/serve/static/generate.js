@@ -1,6 +1,6 @@
 // Generate: sampler settings in, a live stream of x_t and predicted x_0 frames, the images out.
 import { runUrl, send, streamJob } from "./api.js";
-import { clearFrame, frameScaleOf, pixelImage, resultScale, showFrame } from "./pixels.js";
+import { clearPictures as clearPanelPictures, frameScaleOf, pixelImage, resultScale, showFrame } from "./pixels.js";
 
 const $ = (id) => document.getElementById(id);
 let info, run, jobId = null, aborter = null;
@@ -47,13 +47,8 @@ export function promptLimit(run) {
     : `(at most ${n} WordPiece tokens, [CLS] and [SEP] included)`;
 }
 
-// Clear the previous run's pictures as a new one starts: until its first step they would pass
-// for this run's (and stay under "cancelled" if it is cancelled before).
 function clearPictures() {
-  $("results").hidden = true;
-  $("result-images").replaceChildren();
-  clearFrame($("frame-xt"));
-  clearFrame($("frame-x0"));
+  clearPanelPictures($("results"), $("result-images"), [$("frame-xt"), $("frame-x0")]);
 }
 
 async function showResults(done) {

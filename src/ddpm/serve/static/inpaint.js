@@ -2,7 +2,7 @@
 import { runUrl, send, streamJob } from "./api.js";
 import { promptLimit } from "./generate.js";
 import { imagePicker } from "./picker.js";
-import { clearFrame, frameScaleOf, pixelImage, resultScale, showFrame } from "./pixels.js";
+import { clearPictures as clearPanelPictures, frameScaleOf, pixelImage, resultScale, showFrame } from "./pixels.js";
 
 const $ = (id) => document.getElementById(id);
 const SCALE_TO = 256;  // the canvas is shown about this wide, the image's pixels magnified
@@ -95,12 +95,8 @@ function request() {
   return body;
 }
 
-// Clear the previous run's pictures as a new one starts (see generate.js).
 function clearPictures() {
-  $("inpaint-results").hidden = true;
-  $("inpaint-results-images").replaceChildren();
-  clearFrame($("inpaint-xt"));
-  clearFrame($("inpaint-x0"));
+  clearPanelPictures($("inpaint-results"), $("inpaint-results-images"), [$("inpaint-xt"), $("inpaint-x0")]);
 }
 
 async function showResults(done) {

@@ -54,3 +54,11 @@ export async function frameScaleOf(url) {
   await probe.decode();
   return scaleFor(Math.max(probe.naturalWidth, probe.naturalHeight), FRAME);
 }
+
+// Clear a panel's pictures as a new run starts: its results box (hidden), their images and its live
+// frames; until the run's first step they would pass for this run's (and stay under "cancelled").
+export function clearPictures(results, images, frames) {
+  results.hidden = true;
+  images.replaceChildren();
+  for (const frame of frames) clearFrame(frame);
+}
