@@ -3,6 +3,7 @@ network, schedule and objective, on new data; refused where a setting contradict
 recorded; resumed exactly without the source."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -260,3 +261,37 @@ def test_a_fine_tune_under_torchrun_equals_one_process(tmp_path, sources):
         assert int(far.sum()) <= 20, int(far.sum())
         assert float((a - b).norm() / (b - start).norm()) < 0.05
     assert json.loads((tmp_path / "runs" / "ddp" / "init.json").read_text()) == read_init_record(tmp_path / "runs" / "one")
+
+
+HAVE_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
+HAVE_IMPORT = importlib.util.find_spec("ddpm.interop") is not None  # ddpm import, issue 25's other half
+
+
+@pytest.mark.skipif(not HAVE_IMPORT, reason="ddpm import (issue 25, item 1) is not in this tree yet")
+@pytest.mark.needs(not HAVE_DIFFUSERS, 'diffusers is not installed (pip install ".[diffusers]")')
+def test_an_imported_diffusers_model_fine_tunes_and_still_computes_what_diffusers_does(tmp_path):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 32),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       norm_num_groups=32).eval()
+    with torch.no_grad():  # diffusers zeroes the output convolution of a new UNet: give it weights
+        unet.conv_out.weight.normal_(0, 0.05)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", variance_type="fixed_large")
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(tmp_path / "pipe"))
+    runs = tmp_path / "runs"
+    assert main(["import", f"diffusers:{tmp_path / 'pipe'}", "--out", str(runs / "imported")]) == 0
+    photos = pngs(tmp_path / "photos", 4, size=20)
+    assert main(["train", "--init-from", str(runs / "imported"), "--dataset", f"folder:{photos}", "--batch-size", "2",
+                 "--max-steps", "1", "--lr", "1e-12", "--sampler", "ddim", "--steps", "2", *QUIET,
+                 "--runs-dir", str(runs), "--name", "ft"]) == 0
+    source, ft = read_checkpoint(runs / "imported"), read_checkpoint(runs / "ft")
+    assert (ft.config.model, ft.config.diffusion) == (source.config.model, source.config.diffusion)
+    assert ft.config.data.image_size == (16, 16) and ft.config.data.channels == 3
+    assert _max_diff(ft.weights(ema=False), source.weights(ema=True)) < 1e-9
+    # the fine-tuned run's network is still diffusers' UNet2DModel: the same output for the same input
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 900])
+    with torch.no_grad():
+        ours, theirs = ddpm.load_run(runs / "ft").model(x, t), unet(x, t).sample
+    assert float((ours - theirs).abs().max()) <= 1e-5 * float(theirs.abs().max())
