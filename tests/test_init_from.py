@@ -219,6 +219,10 @@ def test_the_options_that_only_a_new_fine_tune_takes(tmp_path, sources, capsys):
         "out, or drop --resume to start a fine-tune)")
     assert refused(capsys, "--init-from", str(tmp_path / "nowhere")) == (
         f"--init-from {tmp_path / 'nowhere'}: no run or checkpoint at {tmp_path / 'nowhere'}")
+    ema_file = read_checkpoint(sources["plain"]).path / "ema.safetensors"
+    assert refused(capsys, "--init-from", str(ema_file)) == (
+        f"--init-from takes a run directory or a checkpoint directory, not the file {ema_file}; add --init-weights raw "
+        "to start from a checkpoint's model.safetensors")
     # as a user meets it: status 2, one line, no traceback
     out = subprocess.run([sys.executable, "-m", "ddpm", "train", "--init-from", str(sources["plain"]), "--dim", "16",
                           "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)

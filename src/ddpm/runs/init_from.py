@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Callable, Collection
 
 import torch
 
@@ -57,6 +57,9 @@ def open_source(path: str | Path, weights: str = "ema") -> Checkpoint:
     if weights not in INIT_WEIGHTS:
         raise ConfigError(f"--init-weights must be ema (the weights a run samples with) or raw (its training weights); "
                           f"got {weights!r}")
+    if Path(path).is_file():  # which weights is --init-weights' choice, not a file name's
+        raise ConfigError(f"--init-from takes a run directory or a checkpoint directory, not the file {path}; "
+                          "add --init-weights raw to start from a checkpoint's model.safetensors")
     try:
         ckpt = read_checkpoint(path)
     except CheckpointError as err:
@@ -124,30 +127,29 @@ def check_data_fits(source_config: RunConfig, config: RunConfig) -> None:
                           f"{b.num_classes}; give it one sub-folder per class of that run ({a.num_classes})")
 
 
-def read_initial_weights(config: RunConfig, build_skeleton) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The source's weights that a fine-tune starts from, checked against the network
-    ``build_skeleton()`` builds (on the meta device: nothing allocated), and the record of them
-    (:data:`INIT_RECORD`): the checkpoint, its step, which weights and the sha256 of their file."""
+def read_initial_weights(source: Checkpoint, weights: str,
+                         build_skeleton: Callable[[], torch.nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The ``weights`` ("ema" or "raw") of ``source`` that a fine-tune starts from, checked against
+    the network ``build_skeleton()`` builds (on the meta device: nothing allocated), and the record
+    of them (:data:`INIT_RECORD`): the checkpoint, its step, which weights and the sha256 of their file."""
     from safetensors.torch import load as load_safetensors
 
-    ema = config.train.init_weights == "ema"
-    source = open_source(config.train.init_from, config.train.init_weights)
-    name = "ema.safetensors" if ema else "model.safetensors"
+    name = "ema.safetensors" if weights == "ema" else "model.safetensors"
     path = source.path / name
     try:
         blob = path.read_bytes()  # hashed and loaded from the same bytes
-        weights = load_safetensors(blob)
+        tensors = load_safetensors(blob)
     except OSError as err:
         raise CheckpointError(f"cannot read {path} ({err.strerror or err})") from None
     except Exception as err:  # safetensors raises its own error types for malformed files
         raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
     with torch.device("meta"):
-        check_fit(build_skeleton(), {k: tuple(v.shape) for k, v in weights.items()}, path)
+        check_fit(build_skeleton(), {k: tuple(v.shape) for k, v in tensors.items()}, path)
     record = {
         "source": str(source.path.parent.parent.resolve()),
         "checkpoint": str(source.path.resolve()),
         "step": source.step,
-        "weights": config.train.init_weights,
+        "weights": weights,
         "file": name,
         "sha256": hashlib.sha256(blob).hexdigest(),
         "source_torch_ddpm": source.meta.get("torch_ddpm"),
@@ -158,7 +160,7 @@ def read_initial_weights(config: RunConfig, build_skeleton) -> tuple[dict[str, t
             record["source_init"] = json.loads(earlier.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             pass
-    return weights, record
+    return tensors, record
 
 
 def write_init_record(run_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -114,7 +114,7 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
         plan = BatchPlan(len(data), tc.batch_size, dist.world_size, dist.rank, tc.seed)  # at least one batch of images
         init_record = None
         if source is not None:  # read, hashed and checked against the network before a directory is made
-            initial_weights, init_record = read_initial_weights(config, lambda: build_unet(config))
+            initial_weights, init_record = read_initial_weights(source, tc.init_weights, lambda: build_unet(config))
             log(f"starting from the {'EMA' if tc.init_weights == 'ema' else 'raw'} weights of step {source.step} of "
                 f"{source.path} (sha256 {init_record['sha256'][:12]})")
         if checkpoint is not None:
