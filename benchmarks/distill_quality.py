@@ -20,6 +20,9 @@ and reads each round's wall time from the runs' ``rounds.json``.
     ddpm distill --run runs/mnist-4 --to-steps 1 --rounds 2 --out runs/mnist-1
     OMP_NUM_THREADS=1 python benchmarks/distill_quality.py --students runs/mnist-4,runs/mnist-1 --num-samples 1000
 
+Every cell starts from the same x_T (``--seed``), the teacher's 1000 ancestral steps included:
+the target's ratio compares two cells of one run.
+
 Results go to ``--out`` (default ``<first student>/distill_quality.json``) cell by cell (an
 interrupted run continues), sample grids beside it; the table is printed in markdown with the
 target's verdict.
@@ -44,6 +47,18 @@ from ddpm.runs.checkpoint import read_checkpoint
 from ddpm.viz import save_grid
 
 TARGET = (4, "ancestral@1000", 1.5)  # the student's steps, the reference cell, the largest ratio
+
+
+def cells_to_draw(start: int, teacher_cells: str, student_steps: str, distilled: set[int]) -> list[tuple[str, str]]:
+    """(who, sampler@steps) of every cell, in order: the teacher's DDIM that the distillation
+    started from (the reference of the map error), the teacher's ``teacher_cells``, always the
+    target's reference (1000 ancestral steps: the baseline is drawn in the same run, from the same
+    x_T, never taken from another table), then the students of ``student_steps`` that exist."""
+    todo = [("teacher", f"ddim@{start}")]
+    for cell in [c for c in teacher_cells.split(",") if c] + [TARGET[1]]:
+        if ("teacher", cell) not in todo:
+            todo.append(("teacher", cell))
+    return todo + [("student", f"ddim@{k}") for k in (int(v) for v in student_steps.split(",") if v) if k in distilled]
 
 
 @torch.inference_mode()
@@ -78,7 +93,8 @@ def main(argv=None) -> None:
     p.add_argument("--cache-dir", default=None, help="ddpm eval's cache (default ~/.cache/torch-ddpm/eval)")
     p.add_argument("--student-steps", default="16,8,4,2,1", help="the rounds' students to measure, by their steps")
     p.add_argument("--teacher-cells", default="ddim@1,ddim@2,ddim@4,ddim@8,dpm++2m@20,dpm++2m-sde@50,ancestral@1000",
-                   help="sampler@steps of the teacher (ddim on the trailing grid, the others on their own)")
+                   help="sampler@steps of the teacher (ddim on the trailing grid, the others on their own); "
+                        "ancestral@1000, the target's reference, is drawn whatever this says")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--sample-batch", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -107,12 +123,11 @@ def main(argv=None) -> None:
     save()
     x_T = None
     start = teacher_config.sample.steps  # the DDIM that the first distillation started from
-    todo = [("teacher", f"ddim@{start}")] + [("teacher", c) for c in args.teacher_cells.split(",") if c]
     by_steps = {}
     for s in students:  # every round's student (kept as a checkpoint), by its steps
         for e in json.loads((s / "rounds.json").read_text(encoding="utf-8"))["rounds"]:
             by_steps[e["steps"]] = s / e["checkpoint"]
-    todo += [("student", f"ddim@{k}") for k in (int(v) for v in args.student_steps.split(",") if v) if k in by_steps]
+    todo = cells_to_draw(start, args.teacher_cells, args.student_steps, set(by_steps))
     reference = None  # the images of the distillation's starting point, for the map error
     for who, cell in todo:
         key = f"{who} {cell}"

@@ -20,6 +20,9 @@ minutes the same steps take at R images/s.
         --sampler dpm++2m:20 --sampler dpm++2m-sde:50 --num-samples 1000 --images-per-s 210
     python benchmarks/quality_curve.py --calibrate configs/mnist.toml --data-dir ../shared/data/mnist
 
+``--every N`` scores the checkpoints at multiples of N and the final one; ``--last`` the final one
+alone (the guidance rows of the MNIST recipe's table).
+
 Results go to ``RUN/quality_curve.json`` cell by cell (an interrupted run continues); the
 command behind the MNIST table in benchmarks/README.md is there.
 """
@@ -92,11 +95,27 @@ def elapsed_at(run: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["elapsed_s"]) for r in csv.DictReader(f)}
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint directory ``step_00004317``, from its name (no weights read)."""
+    return int(path.name.rpartition("_")[2])
+
+
 def parse_sampler(text: str) -> tuple[str, int, float]:
     """``NAME:STEPS`` or, for class-conditional runs, ``NAME:STEPS@W`` (guidance w; default 1)."""
     text, _, w = text.partition("@")
     name, _, steps = text.partition(":")
     return name, int(steps or 0), float(w or 1.0)
+
+
+def steps_to_score(steps: list[int], every: int, last: bool) -> set[int]:
+    """The checkpoint steps to score, out of a run's ``steps``: every one; with ``every`` > 0 the
+    multiples of it and always the final checkpoint (a run stopped by its clock ends between
+    multiples, and its last checkpoint carries the figure); with ``last`` the final one alone."""
+    if not steps:
+        return set()
+    if last:
+        return {max(steps)}
+    return {s for s in steps if not every or s % every == 0} | {max(steps)}
 
 
 def curve(args) -> None:
@@ -127,10 +146,11 @@ def curve(args) -> None:
           f"kid {ref['kid_x1000']:.2f}")
     elapsed = elapsed_at(run)
     torch.set_num_threads(args.threads)
+    chosen = steps_to_score([checkpoint_step(p) for p in checkpoints], args.every, args.last)
     for ckpt_path in checkpoints:
-        ckpt = read_checkpoint(ckpt_path)
-        if args.every and ckpt.step % args.every:
+        if checkpoint_step(ckpt_path) not in chosen:
             continue
+        ckpt = read_checkpoint(ckpt_path)
         diffusion = None
         for spec in args.sampler:
             name, steps, w = parse_sampler(spec)
@@ -216,7 +236,9 @@ def main() -> None:
                    help="NAME:STEPS, or NAME:STEPS@W for guidance w on a class-conditional run; repeat for several (default dpm++2m:20)")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--every", type=int, default=0, help="only checkpoints whose step is a multiple of this")
+    p.add_argument("--every", type=int, default=0,
+                   help="only checkpoints whose step is a multiple of this, and the final checkpoint")
+    p.add_argument("--last", action="store_true", help="only the final checkpoint (e.g. for the guidance rows)")
     p.add_argument("--data-dir", help="where the data set's files are (for the classifier and the held-out split)")
     p.add_argument("--cache-dir", help="classifier and statistics cache (default: ddpm eval's)")
     p.add_argument("--images-per-s", type=float, help="uncontended throughput, for the min@R column")

@@ -1,8 +1,8 @@
 """Sampler quality against model evaluations on a real MNIST model.
 
 For every sampler and step count, draws images from one trained model and measures an FID-style
-distance to the 10,000 MNIST test images, computed on the features of a small MNIST classifier
-(``ddpm.eval.SmallClassifier``, trained once on the training split and cached), plus KID and the
+distance to the 10,000 MNIST test images, computed on the features of ``ddpm eval``'s MNIST
+classifier (found where ``ddpm eval`` caches it, trained there once if absent), plus KID and the
 wall time per image. Every cell starts from the same x_T noise (image i always gets the same
 x_T), and the ancestral sampler's per-step noise comes from a generator seeded per batch, so the
 cells differ only in the sampler and its step count.
@@ -15,10 +15,10 @@ which show how noisy a single block is. The real-data row (MNIST training images
 sampler's output) is the floor that FID's bias alone gives at each N. KID is unbiased and
 comparable across N.
 
-    OMP_NUM_THREADS=1 python benchmarks/sampler_quality.py --run-dir runs/mnist \
-        --data-dir ../shared/data/mnist --num-samples 2000 --long-samplers ancestral
+    OMP_NUM_THREADS=1 python benchmarks/sampler_quality.py --run-dir runs/mnist-uncond \
+        --data-dir ../shared/data/mnist --num-samples 500 --steps 10,1000 --long-samplers ancestral
 
-(the command behind the table in benchmarks/README.md; ``--long-num-samples`` draws fewer images
+(benchmarks/README.md has the commands behind its tables; ``--long-num-samples`` draws fewer images
 for the 1000-step cells, ``--long-samplers`` limits which samplers run them.) A sampler may be
 given with a grid, ``unipc3:logsnr``; without one it runs on its default grid. The verdict also
 answers the 10-evaluation question: which sampler (and grid) at 10 model evaluations comes
@@ -26,7 +26,7 @@ closest to the 1000-step ancestral cell, and is it within ``TEN[2]`` times its d
 
 A missing ``--run-dir`` is trained first from ``--config`` for at most ``--train-minutes``.
 Results go to ``<out-dir>/results.json`` cell by cell, so an interrupted run continues where it
-stopped; sample grids of every cell go beside it.
+stopped (default ``<run-dir>/sampler_quality``); sample grids of every cell go beside it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +43,7 @@ import torch
 
 from ddpm.config import apply_overrides, load_toml
 from ddpm.data import get_dataset
-from ddpm.eval import (
-    classifier_accuracy,
-    classifier_extractor,
-    compute_statistics,
-    feature_statistics,
-    frechet_distance,
-    kernel_distance,
-    load_classifier,
-    load_statistics,
-    save_classifier,
-    save_statistics,
-    train_classifier,
-)
-from ddpm.errors import CheckpointError
+from ddpm.eval import compute_statistics, feature_statistics, frechet_distance, kernel_distance
 from ddpm.fileio import atomic_write_text
 from ddpm.runs.load import load_for_sampling
 from ddpm.sampling import DEFAULT_GRIDS, get_sampler, get_timesteps
@@ -69,41 +57,20 @@ ALSO = (("dpm++2m-sde", 20), ("dpm++2m", 100))  # other cells set against the sa
 TEN = (10, ("ancestral", 1000), 1.30)  # model evaluations, reference cell, max ratio: the best cell at 10
 
 
-# ---- the feature extractor and the real-data statistics (cached) ------------------------------
+# ---- the classifier and the real-data statistics: ddpm eval's ---------------------------------
 
 
-def load_or_train_classifier(cache_dir: Path, data_dir: str, *, epochs: int, log=print):
-    """The cached MNIST classifier (trained on the training split if absent) and its info."""
-    where = cache_dir / "mnist-classifier"
-    try:
-        model, info = load_classifier(where)
-        log(f"classifier: {where} (test accuracy {info['accuracy']:.4f})")
-        return model, info
-    except CheckpointError:
-        pass
-    train = get_dataset("mnist", split="train", data_dir=data_dir, log=log)
-    test = get_dataset("mnist", split="test", data_dir=data_dir, log=log)
-    began = time.perf_counter()
-    model = train_classifier(train.images, train.labels, num_classes=10, epochs=epochs, log=log)
-    seconds = time.perf_counter() - began
-    accuracy = classifier_accuracy(model, test.images, test.labels)
-    save_classifier(model, where, accuracy=accuracy, meta={"dataset": "mnist", "epochs": epochs, "train_s": seconds})
-    log(f"classifier: trained in {seconds:.0f} s, test accuracy {accuracy:.4f}; saved to {where}")
-    return load_classifier(where)
+def eval_scorer(ckpt, data_dir: str, cache_dir: str | None, log=print):
+    """``ddpm eval``'s MNIST classifier for the run's data set, found where ``ddpm eval`` keeps it
+    (trained there once if absent), and the statistics of the 10,000 test images in its features,
+    cached beside it: the distances of this table are those of ``ddpm eval`` and of
+    ``quality_curve.py`` and ``distill_quality.py`` with the same cache."""
+    from quality_curve import Scorer  # benchmarks/ is on sys.path when a script of it runs
 
-
-def real_statistics(extractor, cache_dir: Path, data_dir: str, log=print):
-    """(mu, sigma, features) of the 10,000 MNIST test images, cached per extractor."""
-    path = cache_dir / f"mnist-test-{extractor.name}.npz"
-    try:
-        return load_statistics(path, extractor=extractor.name)
-    except CheckpointError:
-        pass
-    test = get_dataset("mnist", split="test", data_dir=data_dir, log=log)
-    mu, sigma, feats = compute_statistics(extractor, test.images)
-    save_statistics(path, mu, sigma, feats, extractor=extractor.name)
-    log(f"real statistics: {path}")
-    return mu, sigma, feats
+    config = replace(ckpt.config, data=replace(ckpt.config.data, data_dir=str(Path(data_dir).resolve())))
+    scorer = Scorer(config, cache_dir, log)
+    log(f"classifier: ddpm eval's for {config.data.dataset} (test accuracy {scorer.accuracy:.4f})")
+    return scorer.extractor, (scorer.mu, scorer.sigma, scorer.feats), scorer.accuracy
 
 
 # ---- the model -----------------------------------------------------------------------------
@@ -252,10 +219,9 @@ def parse_args(argv=None):
     p.add_argument("--config", default="configs/mnist.toml", help="config for training a missing --run-dir")
     p.add_argument("--train-minutes", type=float, default=60.0, help="time budget for training a missing run")
     p.add_argument("--data-dir", default="../shared/data/mnist", help="folder with the MNIST IDX files")
-    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "torch-ddpm" / "bench"),
-                   help="classifier and real-data statistics cache")
-    p.add_argument("--out-dir", default="", help="results.json and sample grids (default: <cache-dir>/sampler_quality/<run name>)")
-    p.add_argument("--classifier-epochs", type=int, default=10)
+    p.add_argument("--cache-dir", default=None,
+                   help="ddpm eval's cache, where its classifier and the real-data statistics are (default: ddpm eval's own)")
+    p.add_argument("--out-dir", default="", help="results.json and sample grids (default: <run-dir>/sampler_quality)")
     p.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS),
                    help="comma-separated; SAMPLER:GRID runs a sampler on another grid (ddim:logsnr)")
     p.add_argument("--steps", type=int_list, default=DEFAULT_STEPS, help="comma-separated step counts")
@@ -275,20 +241,17 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    cache_dir = Path(args.cache_dir).expanduser()
     run_dir = Path(args.run_dir)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
-    classifier, info = load_or_train_classifier(cache_dir, args.data_dir, epochs=args.classifier_epochs)
-    extractor = classifier_extractor(classifier)
-    real = real_statistics(extractor, cache_dir, args.data_dir)
     diffusion, ckpt = load_or_train_model(run_dir, args.config, args.data_dir, args.train_minutes)
+    extractor, real, accuracy = eval_scorer(ckpt, args.data_dir, args.cache_dir)
     params = sum(p.numel() for p in diffusion.model.parameters())
     print(f"model: {ckpt.path} (step {ckpt.step}, {params:,} parameters, {diffusion.num_timesteps} timesteps)")
 
     long_n = args.long_num_samples or args.num_samples
     n_of = {s: (long_n if s >= args.long_from else args.num_samples) for s in args.steps}
     common = min(n_of.values())
-    out_dir = Path(args.out_dir) if args.out_dir else cache_dir / "sampler_quality" / run_dir.name
+    out_dir = Path(args.out_dir) if args.out_dir else run_dir / "sampler_quality"
     key = {"checkpoint": str(ckpt.path.resolve()), "step": ckpt.step, "seed": args.seed, "batch_size": args.batch_size,
            "extractor": extractor.name, "common": common}
     results_path = out_dir / "results.json"
@@ -337,7 +300,7 @@ def main(argv=None) -> None:
         print(f"{sampler:>9} @ {steps:>4}: FID-style {cell['fid']:.3f} (first {common}: {cell['fid_blocks'][0]:.3f}), "
               f"KID {cell['kid'] * 1e3:.2f}e-3, {cell['s_per_image']:.3f} s/image", flush=True)
 
-    print(f"\nclassifier test accuracy {info['accuracy']:.4f}; {torch.get_num_threads()} thread(s); results in {results_path}\n")
+    print(f"\nclassifier test accuracy {accuracy:.4f}; {torch.get_num_threads()} thread(s); results in {results_path}\n")
     print(table(results, common, samplers, sorted(args.steps)))
     print()
     print(verdict(results, common))

@@ -1,7 +1,8 @@
 """Prompt accuracy of a text-conditional MNIST run, per digit, against the guidance scale.
 
 For each guidance scale and each set of prompts (the phrasings the run trained on, and
-phrasings it never saw: ``benchmarks/prompts/mnist_unseen.txt``), draws ``--per-prompt`` images
+phrasings it never saw: ``benchmarks/prompts/mnist_unseen.txt``, which shares no sequence of three
+words with any training caption; ``--unseen`` again for more sets), draws ``--per-prompt`` images
 of every prompt and lets the MNIST classifier of ``ddpm eval`` (a small CNN trained once on the
 training split, cached) say which digit each image shows. Prints one row per (scale, set): the
 fraction of images showing the digit asked for, per digit and overall. Results go to
@@ -35,13 +36,35 @@ from ddpm.viz import save_grid
 UNSEEN = Path(__file__).parent / "prompts" / "mnist_unseen.txt"
 
 
+def set_name(path: str) -> str:
+    """A prompt file's row name: ``unseen`` for benchmarks/prompts/mnist_unseen.txt, else its stem
+    less a leading ``mnist_`` (``mnist_near_templates.txt``: ``near_templates``)."""
+    stem = Path(path).stem
+    return stem[len("mnist_"):] if stem.startswith("mnist_") else stem
+
+
+def spread(labelled: list[tuple[int, str]], per_class: int) -> list[tuple[int, str]]:
+    """At most ``per_class`` of each class's prompts, evenly spaced over its list (all of a shorter
+    list), in the phrasing-major order of ``labelled``: classes in turn."""
+    by_class: dict[int, list[str]] = {}
+    for c, p in labelled:
+        by_class.setdefault(c, []).append(p)
+    picks = {c: [ps[(j * len(ps)) // per_class] for j in range(per_class)] if len(ps) > per_class else ps
+             for c, ps in by_class.items()}
+    return [(c, picks[c][j]) for j in range(max(map(len, picks.values()))) for c in sorted(picks) if j < len(picks[c])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a text-conditional MNIST run (configs/mnist-text.toml)")
     ap.add_argument("--data-dir", help="MNIST's IDX files, for the classifier (default: the run's)")
     ap.add_argument("--guidance", default="1,2,3,5")
     ap.add_argument("--per-prompt", type=int, default=6, help="images drawn for each prompt")
-    ap.add_argument("--unseen", default=str(UNSEEN), help="'CLASS: prompt' lines the run never trained on")
+    ap.add_argument("--unseen", action="append",
+                    help="'CLASS: prompt' lines the run never trained on; repeat for several sets, each a row named "
+                         "after its file (default: benchmarks/prompts/mnist_unseen.txt, the row 'unseen')")
+    ap.add_argument("--trained-per-class", type=int, default=10,
+                    help="trained phrasings measured per digit, spread evenly over its list (all of them when it has fewer)")
     ap.add_argument("--sampler", default="dpm++2m")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=250)
@@ -58,8 +81,9 @@ def main() -> None:
         config = replace(config, data=replace(config.data, data_dir=str(Path(args.data_dir).resolve())))
     classifier, accuracy = get_classifier(config, EvalSettings(cache_dir=args.cache_dir), diffusion.device, print)
     names = [str(d) for d in range(10)]
-    sets = {"trained": trained_prompts(config.data.dataset, names, 10),
-            "unseen": read_labelled_prompts(args.unseen, names)}
+    sets = {"trained": spread(trained_prompts(config.data.dataset, names, 10), args.trained_per_class)}
+    for path in args.unseen or [str(UNSEEN)]:
+        sets[set_name(path)] = read_labelled_prompts(path, names)
     out = Path(args.out) if args.out else ckpt.path.parent.parent / "text_prompts.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     if results.get("checkpoint") != str(ckpt.path):
@@ -95,7 +119,7 @@ def main() -> None:
 
     if args.picture:
         # one row per digit, each with another of the unseen phrasings
-        unseen = [[p for c, p in sets["unseen"] if c == d] for d in range(10)]
+        unseen = [[p for c, p in sets[set_name((args.unseen or [str(UNSEEN)])[0])] if c == d] for d in range(10)]
         prompts = [unseen[d][d % len(unseen[d])] for d in range(10)]
         n = 8
         sample = replace(config.sample, sampler=args.sampler, steps=args.steps, guidance_scale=args.picture_scale)

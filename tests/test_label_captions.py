@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,40 @@ def test_unknown_sets_and_class_counts_are_refused():
     assert set(LABEL_CAPTIONS) >= {"digits", "mnist", "fashion-mnist", "cifar10", "flowers102"}
 
 
+def words(text: str) -> list[str]:
+    """Lowercased, punctuation stripped, split on whitespace."""
+    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+
+
+def trigrams(text: str) -> set[tuple[str, ...]]:
+    w = words(text)
+    return {tuple(w[i : i + 3]) for i in range(len(w) - 2)}
+
+
+def shared_trigrams(prompt: str, captions) -> set[tuple[str, ...]]:
+    return trigrams(prompt) & set().union(*(trigrams(c) for c in captions))
+
+
+FUNCTION_WORDS = {"a", "an", "the", "of", "in", "on", "by", "onto", "across", "with", "from", "for", "that"}
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def test_the_benchmark_s_unseen_phrasings_are_unseen():
     prompts = read_labelled_prompts(UNSEEN, [str(d) for d in range(10)])
-    trained = {c for p in label_phrasings("mnist", None, 10) for c in p}
+    trained = [c for p in label_phrasings("mnist", None, 10) for c in p]
     assert len(prompts) == 60 and sorted({c for c, _ in prompts}) == list(range(10))
-    assert not {p for _, p in prompts} & trained
+    # no sequence of three words in common with any training caption (every template, every name)
+    assert {p: shared_trigrams(p, trained) for _, p in prompts if shared_trigrams(p, trained)} == {}
+    # the checker catches the old list's phrasings, which sat inside "a picture of the number {}"
+    assert shared_trigrams("The number, seven!", trained) == {("the", "number", "seven")}
+    assert shared_trigrams("a drawing of an 8 in ink", trained) >= {("a", "drawing", "of"), ("drawing", "of", "an")}
+    # new verbs and nouns: none of the templates' own words (articles and prepositions aside)
+    template_words = {w for c in trained for w in words(c)} - set(DIGIT_WORDS) - set("0123456789")
+    assert {w for _, p in prompts for w in words(p)} & template_words <= FUNCTION_WORDS
+    # each digit asked for both as a numeral and as a word, each prompt naming its own digit once
+    for d in range(10):
+        named = [set(words(p)) & {str(d), DIGIT_WORDS[d]} for c, p in prompts if c == d]
+        assert all(len(n) == 1 for n in named) and set().union(*named) == {str(d), DIGIT_WORDS[d]}
 
 
 def test_articles_follow_the_sound():
