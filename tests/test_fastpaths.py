@@ -266,7 +266,11 @@ def test_bf16_is_used_where_it_is_fast_and_adamw_is_fused_on_cpu_and_cuda(monkey
     from ddpm.runs.build import adamw_kernel, bf16_is_fast, use_bf16
 
     cpu = torch.device("cpu")
-    for avx512_bf16, amx, want in ((False, False, False), (True, False, True), (False, True, True)):
+    # PyTorch computing as an AVX2 CPU (ATEN_CPU_CAPABILITY=avx2) has no fast bf16, whatever the CPU has
+    cases = [("AVX512", False, False, False), ("AVX512", True, False, True), ("AVX512", False, True, True),
+             ("AVX2", True, True, False), ("DEFAULT", True, False, False)]
+    for capability, avx512_bf16, amx, want in cases:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda v=capability: v)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert bf16_is_fast(cpu) is want and use_bf16(None, cpu) is want
@@ -277,3 +281,25 @@ def test_bf16_is_used_where_it_is_fast_and_adamw_is_fused_on_cpu_and_cuda(monkey
     assert use_bf16(None, torch.device("mps")) is False  # unmeasured there: left off
     assert adamw_kernel(cpu) == adamw_kernel(torch.device("cuda")) == {"fused": True}
     assert adamw_kernel(torch.device("mps")) == {"foreach": True}
+
+
+def test_compile_auto_is_on_for_long_single_process_runs_where_inductor_can_generate_code(monkeypatch):
+    from ddpm.runs import build
+
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    n = build.COMPILE_AUTO_MIN_STEPS
+    monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(build.os, "name", "posix")
+    assert build.use_compile(None, cpu, n) and not build.use_compile(None, cpu, n - 1)
+    assert not build.use_compile(None, cpu, n, processes=2)  # unmeasured under DDP: left off
+    assert not build.use_compile(None, mps, 10 * n)
+    assert build.use_compile(True, cpu, 1) and not build.use_compile(False, cpu, 10 * n)  # as given
+    monkeypatch.setattr(build.importlib.util, "find_spec", lambda name: object() if name == "triton" else None)
+    assert build.use_compile(None, cuda, n)
+    monkeypatch.setattr(build.importlib.util, "find_spec", lambda name: None)
+    assert not build.use_compile(None, cuda, n)  # no Triton: inductor cannot build GPU kernels
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    assert not build.use_compile(None, cpu, 10 * n)  # no C++ compiler for inductor's CPU code
+    monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(build.os, "name", "nt")
+    assert not build.use_compile(None, cpu, 10 * n)
