@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 
@@ -56,24 +55,27 @@ def use_bf16(setting: bool | None, device: torch.device) -> bool:
     return bf16_is_fast(device) if setting is None else setting
 
 
-COMPILE_AUTO_MIN_STEPS = 3000
-"""``compile`` auto compiles runs with at least this many steps still to take. On a 2-core CPU
-(AVX2, fp32) compiling took 82 s for the MNIST recipe's network and then saved 15% of each step
-(0.34 -> 0.29 s): it pays off after about 1,550 steps; the seed network (Unet dim 64) took 122 s
-and ran no faster, a loss under 3% of a 3,000-step run (benchmarks/README.md)."""
+COMPILE_AUTO_MIN_STEPS = 5000
+COMPILE_AUTO_MIN_MINUTES = 30.0
+"""``compile`` auto compiles runs with at least this many steps still to take and no time limit
+under this many minutes. On a 2-core CPU computing as AVX2, fp32 (benchmarks/README.md): the MNIST
+recipe's network compiled in 64-82 s and then ran 6-18% faster per step, paying off after 1,550
+to 3,500 steps; the seed network (Unet dim 64) compiled in 109-122 s and ran no faster, a loss of
+about 1% of a 5,000-step run."""
 
 
-def use_compile(setting: bool | None, device: torch.device, steps: int, processes: int = 1) -> bool:
-    """The ``compile`` setting: true or false as given; None ("auto"): for a single-process run with
-    at least ``COMPILE_AUTO_MIN_STEPS`` ``steps`` to go, on a CPU with a C++ compiler (inductor's
-    code generation; not on Windows, unmeasured) or a CUDA GPU with Triton; off elsewhere (MPS)."""
+def use_compile(setting: bool | None, device: torch.device, steps: int, processes: int = 1, minutes: float = 0.0) -> bool:
+    """The ``compile`` setting: true or false as given; None ("auto"): on for a single-process CPU
+    run with at least ``COMPILE_AUTO_MIN_STEPS`` ``steps`` to go, a time limit (``minutes``, 0:
+    none) of at least ``COMPILE_AUTO_MIN_MINUTES``, and a C++ compiler for inductor's code (not on
+    Windows); off on GPUs and under DDP, where its break-even was not measured."""
     if setting is not None:
         return setting
-    if steps < COMPILE_AUTO_MIN_STEPS or processes > 1:
+    if device.type != "cpu" or steps < COMPILE_AUTO_MIN_STEPS or processes > 1 or os.name == "nt":
         return False
-    if device.type == "cpu":
-        return os.name != "nt" and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    if 0 < minutes < COMPILE_AUTO_MIN_MINUTES:
+        return False
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def adamw_kernel(device: torch.device) -> dict[str, bool]:
