@@ -34,20 +34,6 @@ class Micro:
     text: TextBatch | None = None  # the images' encoded captions (a text-conditional model)
 
 
-def clip_grad_norm(parameters, max_norm: float) -> Tensor:
-    """``torch.nn.utils.clip_grad_norm_``, bit for bit, without its pass over every gradient when
-    there is nothing to clip: it always multiplies the gradients by its factor, 1.0 when the norm
-    is within ``max_norm``, to spare a GPU sync, which the step takes anyway for its finiteness
-    check. On a CPU that pass is about 0.5% of the seed network's fp32 step (benchmarks/README.md).
-    Returns the total norm before clipping."""
-    params = [p for p in parameters if p.grad is not None]
-    total = torch.nn.utils.get_total_norm([p.grad for p in params])
-    factor = max_norm / (total + 1e-6)  # clip_grads_with_norm_'s own factor, clamped to 1 there
-    if not bool(factor >= 1.0):  # NaN too: the gradients become NaN, as with clip_grad_norm_
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
-    return total
-
-
 @dataclass
 class StepResult:
     loss: float  # the loss of the whole step: the micro-batches' mean losses, averaged
@@ -89,7 +75,7 @@ class Stepper:
                 loss = terms.loss.mean() / self.grad_accum
                 loss.backward()
             loss_value += float(loss.detach())
-        grad_norm = clip_grad_norm(self.model.parameters(), self.max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
         # every rank takes the same branch, or DDP's next all-reduce would hang
         finite = self.dist.all_true(math.isfinite(loss_value) and bool(torch.isfinite(grad_norm)), self.device)
         if finite:
