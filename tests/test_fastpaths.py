@@ -283,22 +283,25 @@ def test_bf16_is_used_where_it_is_fast_and_adamw_is_fused_on_cpu_and_cuda(monkey
     assert adamw_kernel(torch.device("mps")) == {"foreach": True}
 
 
-def test_compile_auto_is_on_for_long_single_process_cpu_runs_where_inductor_can_generate_code(monkeypatch):
+def test_compile_auto_is_on_for_long_single_process_fp32_cpu_runs_where_inductor_can_generate_code(monkeypatch):
     from ddpm.runs import build
 
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
-    n = build.COMPILE_AUTO_MIN_STEPS
+    n, m = build.COMPILE_AUTO_MIN_STEPS, build.COMPILE_AUTO_MIN_MINUTES
     monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
     monkeypatch.setattr(build.os, "name", "posix")
-    assert build.use_compile(None, cpu, n) and not build.use_compile(None, cpu, n - 1)
-    assert not build.use_compile(None, cpu, n, processes=2)  # unmeasured under DDP: left off
-    m = build.COMPILE_AUTO_MIN_MINUTES
-    assert build.use_compile(None, cpu, n, minutes=m) and not build.use_compile(None, cpu, n, minutes=m - 1)
-    assert not build.use_compile(None, mps, 10 * n)
-    assert build.use_compile(True, cpu, 1) and not build.use_compile(False, cpu, 10 * n)  # as given
-    assert not build.use_compile(None, cuda, 10 * n)  # its break-even on GPUs was not measured
+
+    def auto(device=cpu, steps=n, bf16=False, **more):
+        return build.use_compile(None, device, steps, bf16=bf16, **more)
+
+    assert auto() and not auto(steps=n - 1)
+    assert auto(minutes=m) and not auto(minutes=m - 1)  # a time limit too short to pay the compiling back
+    assert not auto(bf16=True)  # slower under bf16 autocast
+    assert not auto(processes=2)  # unmeasured under DDP: left off
+    assert not auto(cuda, 10 * n) and not auto(mps, 10 * n)  # its break-even on GPUs was not measured
+    assert build.use_compile(True, cpu, 1, bf16=True) and not build.use_compile(False, cpu, 10 * n, bf16=False)  # as given
     monkeypatch.setattr(build.shutil, "which", lambda name: None)
-    assert not build.use_compile(None, cpu, 10 * n)  # no C++ compiler for inductor's CPU code
+    assert not auto(steps=10 * n)  # no C++ compiler for inductor's CPU code
     monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
     monkeypatch.setattr(build.os, "name", "nt")
-    assert not build.use_compile(None, cpu, 10 * n)
+    assert not auto(steps=10 * n)

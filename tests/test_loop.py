@@ -311,6 +311,7 @@ def test_compile_auto_compiles_the_network_of_a_run_with_enough_steps_to_go(tmp_
     monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
     monkeypatch.setattr(build.os, "name", "posix")
     monkeypatch.setattr(build, "COMPILE_AUTO_MIN_MINUTES", 0.0)  # so that a 1e-6-minute run ends at step 1
-    result = train(tiny(tmp_path, name="c", max_steps=steps_left, max_minutes=1e-6), log=messages.append, progress=False)
+    result = train(tiny(tmp_path, name="c", max_steps=steps_left, max_minutes=1e-6, bf16=False), log=messages.append,
+                   progress=False)
     assert result.step == 1 and len(compiled) == (steps_left >= build.COMPILE_AUTO_MIN_STEPS)
     assert ("torch.compile" in messages[0]) == bool(compiled)

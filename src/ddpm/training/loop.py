@@ -159,11 +159,12 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
         nonfinite_total = int(state.get("nonfinite_skipped", 0))
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else None
     net = ddp if ddp is not None else model
-    compiled = use_compile(tc.compile, device, tc.max_steps - step, dist.world_size, tc.max_minutes)
+    bf16 = use_bf16(tc.bf16, device)
+    compiled = use_compile(tc.compile, device, tc.max_steps - step, bf16=bf16, processes=dist.world_size,
+                           minutes=tc.max_minutes)
     if compiled:  # static shapes: inductor failed on a dynamic-shape recompile of the Unet (torch 2.14)
         net = torch.compile(net, dynamic=False)
 
-    bf16 = use_bf16(tc.bf16, device)
     if dist.is_main:
         atomic_write_text(run_dir / "config.toml", to_toml(config))
         log(f"training on {len(data)} images of {data.name} ({device}{', bf16 autocast' if bf16 else ''}"
