@@ -20,6 +20,8 @@ header reports the load of other processes during the run.
     python benchmarks/throughput.py                 # full run, ~10-15 min on 2 CPU cores
     python benchmarks/throughput.py --quick         # ~3-4 min
     python benchmarks/throughput.py --compile       # adds torch.compile rows (minutes to compile)
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/throughput.py --fp32-only
+                                                    # as an AVX2 CPU trains: fp32 rows only
 
 What is measured (the networks, each row's training step, the samplers' runs) is in
 throughput_rows.py; how (interleaved timers, FLOPs, memory, the machine) in measure.py.
