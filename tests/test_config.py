@@ -146,7 +146,7 @@ def test_from_dict_rejects_non_tables():
 
 # ---- help text: every field explains itself ----------------------------------------------------
 
-FREE_TEXT_FIELDS = {"name", "runs_dir", "data_dir", "cache_dir", "device", "teacher"}  # paths and device names: no fixed list
+FREE_TEXT_FIELDS = {"name", "runs_dir", "data_dir", "cache_dir", "device", "teacher", "init_from"}  # paths and device names: no fixed list
 
 
 def test_every_field_has_one_line_of_help():

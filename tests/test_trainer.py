@@ -147,3 +147,41 @@ def test_unsupported_arguments_are_refused_by_name(tmp_path):
         Trainer(diffusion, tmp_path, results_folder=tmp_path / "other").save(1)
     with pytest.raises(CheckpointError, match="no milestone 3 in"):
         Trainer(diffusion, tmp_path, results_folder=tmp_path / "other").load(3)
+
+
+def test_init_from_fine_tunes_a_run_on_a_new_folder(tmp_path):
+    from ddpm.runs.init_from import read_init_record
+
+    folder, photos = tmp_path / "images", tmp_path / "photos"
+    _images(folder)
+    _images(photos)
+    source = _trainer(folder, tmp_path / "source", 2)
+    source.train()
+    src = read_checkpoint(tmp_path / "source")
+    trainer = Trainer(folder=photos, init_from=tmp_path / "source", init_weights="raw", train_batch_size=4,
+                      train_num_steps=2, save_and_sample_every=1, num_samples=4, results_folder=tmp_path / "ft",
+                      log=lambda m: None)
+    # the model to train is the source's network with its raw weights, and its settings are the source's
+    assert all(torch.equal(trainer.model.model.state_dict()[k], v) for k, v in src.weights(ema=False).items())
+    assert (trainer.config.model, trainer.config.diffusion, trainer.config.sample) == (
+        src.config.model, src.config.diffusion, src.config.sample)
+    trainer.train()
+    ft = read_checkpoint(tmp_path / "ft")
+    assert ft.step == 2 and ft.config.data.dataset == f"folder:{photos}" and ft.config.train.init_weights == "raw"
+    assert all(torch.equal(trainer.model.model.state_dict()[k], v) for k, v in ft.weights(ema=False).items())
+    record = read_init_record(tmp_path / "ft")
+    assert (record["checkpoint"], record["weights"]) == (str(src.path), "raw")
+    again = Trainer(folder=photos, init_from=tmp_path / "source", init_weights="raw", train_batch_size=4,
+                    train_num_steps=3, save_and_sample_every=1, num_samples=4, results_folder=tmp_path / "ft",
+                    log=lambda m: None)
+    again.load(2)
+    again.train()  # continues the fine-tune from its own checkpoint
+    assert read_checkpoint(tmp_path / "ft").step == 3 and read_init_record(tmp_path / "ft") == record
+    with pytest.raises(ConfigError, match=r"either a GaussianDiffusion to train or init_from=.*; give one, not both$"):
+        Trainer(source.model, photos, init_from=tmp_path / "source")
+    with pytest.raises(ConfigError, match=r"either a GaussianDiffusion to train or init_from=.*; give one$"):
+        Trainer(folder=photos)
+    with pytest.raises(ConfigError, match=r"^init_weights='raw' applies only with init_from="):
+        Trainer(source.model, photos, init_weights="raw")
+    with pytest.raises(ConfigError, match="convert_image_to='L' gives 1 channels but the model has 3"):
+        Trainer(folder=photos, init_from=tmp_path / "source", convert_image_to="L")

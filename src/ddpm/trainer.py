@@ -95,13 +95,16 @@ class Trainer:
     ``ddpm eval --run RESULTS_FOLDER --features inception``), ``save_best_and_latest_only=True``
     (it ranks milestones by that FID) and ``convert_image_to='RGBA'``. ``inception_block_idx`` and
     ``num_fid_samples`` are accepted and, as in lucidrains' Trainer without FID, unused. Our own
-    additions: ``device``, ``seed``, ``log``.
+    additions: ``device``, ``seed``, ``log``, and fine-tuning: ``Trainer(folder=..., init_from="runs/NAME")``
+    (no ``diffusion_model``) trains a new run on ``folder`` that starts from that run's EMA weights
+    (``init_weights='raw'``: its training weights) with its network, schedule, objective and sampling
+    settings; ``trainer.model`` is that run's GaussianDiffusion, trained in place.
     """
 
     def __init__(
         self,
-        diffusion_model: GaussianDiffusion,
-        folder: str | os.PathLike,
+        diffusion_model: GaussianDiffusion | None = None,
+        folder: str | os.PathLike | None = None,
         *,
         train_batch_size: int = 16,
         gradient_accumulate_every: int = 1,
@@ -127,6 +130,8 @@ class Trainer:
         device: str = "auto",
         seed: int = 0,
         log: Callable[[str], None] = print,
+        init_from: str | os.PathLike | None = None,
+        init_weights: str = "ema",
     ):
         refused = []
         if calculate_fid:
@@ -140,10 +145,33 @@ class Trainer:
             refused.append(f"convert_image_to={convert_image_to!r} (accepted: None, 'L' or 'RGB')")
         if refused:
             raise ConfigError("Trainer does not support " + "; ".join(refused))
+        if folder is None:
+            raise ConfigError("Trainer needs the folder of images to train on (its second argument, or folder=...)")
+        if init_from is None and init_weights != "ema":
+            raise ConfigError(f"init_weights={init_weights!r} applies only with init_from= (the run a fine-tune starts from)")
+        if (diffusion_model is None) == (init_from is None):
+            raise ConfigError("Trainer needs either a GaussianDiffusion to train or init_from=, a run whose network and "
+                              "weights a fine-tune starts from; give one" + (", not both" if init_from is not None else ""))
+        self.results_folder = Path(results_folder).expanduser().resolve()
+        config = RunConfig(name=self.results_folder.name, runs_dir=str(self.results_folder.parent))
+        if init_from is None:
+            model_settings = _model_config(diffusion_model.model)
+            diffusion_settings = _diffusion_config(diffusion_model)
+            channels, image_size = diffusion_model.channels, tuple(diffusion_model.image_size)
+            T, S = diffusion_model.num_timesteps, diffusion_model.sampling_timesteps
+            config = replace(config, model=replace(config.model, **model_settings),
+                             diffusion=replace(config.diffusion, **diffusion_settings),
+                             sample=replace(config.sample, sampler="ddim" if S < T else "ancestral", steps=S))
+        else:  # a fine-tune: the network, schedule, objective and sampling settings are the run's
+            from .runs.init_from import finetune_config
+            from .runs.load import load_for_sampling
+
+            start = replace(config.train, init_from=str(Path(init_from).expanduser().resolve()), init_weights=init_weights)
+            config = finetune_config(replace(config, train=start))
+            diffusion_model, _ = load_for_sampling(config.train.init_from, use_ema=init_weights == "ema", device="cpu")
+            diffusion_model.train()
+            channels, image_size = config.data.channels, tuple(config.data.image_size)
         self.model = diffusion_model
-        model_settings = _model_config(diffusion_model.model)
-        diffusion_settings = _diffusion_config(diffusion_model)
-        channels = diffusion_model.channels
         if convert_image_to is not None and CONVERT[convert_image_to] != channels:
             raise ConfigError(f"convert_image_to={convert_image_to!r} gives {CONVERT[convert_image_to]} channels but the "
                               f"model has {channels}; leave it out or match the model")
@@ -153,20 +181,14 @@ class Trainer:
                               f"use a multiple of {world} or split_batches=False")
         if ema_update_every < 1:
             raise ConfigError(f"ema_update_every must be a positive number of steps; got {ema_update_every!r}")
-        self.results_folder = Path(results_folder).expanduser().resolve()
         self.save_and_sample_every = save_and_sample_every
         self.train_num_steps = train_num_steps
         self.step = 0
         self.log = log
-        T, S = diffusion_model.num_timesteps, diffusion_model.sampling_timesteps
-        sample = dict(sampler="ddim" if S < T else "ancestral", steps=S)
-        config = RunConfig(name=self.results_folder.name, runs_dir=str(self.results_folder.parent))
         self._base = replace(
             config,
-            model=replace(config.model, **model_settings),
-            diffusion=replace(config.diffusion, **diffusion_settings),
             data=replace(config.data, dataset=f"folder:{Path(folder).expanduser().resolve()}",
-                         image_size=tuple(diffusion_model.image_size), channels=channels,
+                         image_size=image_size, channels=channels,
                          hflip=bool(augment_horizontal_flip), num_workers=-1 if num_workers is None else num_workers),
             train=replace(config.train, batch_size=train_batch_size // world if split_batches else train_batch_size,
                           grad_accum=gradient_accumulate_every, lr=float(train_lr), adam_betas=tuple(adam_betas),
@@ -174,7 +196,6 @@ class Trainer:
                           sample_every=save_and_sample_every, save_every=save_and_sample_every,
                           keep_last=max(1, train_num_steps // max(save_and_sample_every, 1) + 1),
                           num_samples=num_samples, bf16=bool(amp), device=device, seed=seed),
-            sample=replace(config.sample, **sample),
         )
         self._resume_ok = False  # set by train() and load(): the run in results_folder is ours to continue
         self.ema = EMAView(copy.deepcopy(diffusion_model).eval().requires_grad_(False))
@@ -221,7 +242,9 @@ class Trainer:
                     "trainer.load(milestone) then trainer.train(), or choose another results_folder"
                 )
             self.results_folder.rmdir()  # empty: the run directory is made in its place
-        weights = None if resume else {k: v.detach().cpu() for k, v in self.model.model.state_dict().items()}
+        # a fine-tune's loop reads (and records) the run it starts from itself
+        weights = None if resume or self._base.train.init_from else {
+            k: v.detach().cpu() for k, v in self.model.model.state_dict().items()}
         result = train(self.config, resume=resume, log=self.log, initial_weights=weights)
         self._resume_ok = True
         if result.is_main and result.checkpoint is not None:

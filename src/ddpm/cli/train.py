@@ -31,6 +31,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = config_overrides(args)
     if args.resume and args.config:
         raise ConfigError("--resume takes the run's own config; leave out --config")
+    if args.resume and ({"init_from", "init_weights"} & overrides.keys()):
+        raise ConfigError("--init-from and --init-weights start a new run; a resumed run continues from its own "
+                          "checkpoint (leave them out, or drop --resume to start a fine-tune)")
     if args.resume:
         config = read_checkpoint(args.resume).config
     elif args.config:
@@ -38,6 +41,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = RunConfig()
     config = apply_overrides(config, overrides)
+    if config.train.init_from and not args.resume:  # a fine-tune: what is not given is the source run's
+        from ..runs.init_from import finetune_config, given_in_toml
+
+        config = finetune_config(config, set(overrides) | (given_in_toml(args.config) if args.config else set()))
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite, log=print, progress=None)
     except TrainingInterrupted as stop:

@@ -113,6 +113,9 @@ class TrainConfig:
     keep_last: int = opt(3, "checkpoints to keep; older ones are deleted")
     num_samples: int = opt(64, "images in each sample grid drawn during training")
     tensorboard: bool = opt(True, "write TensorBoard logs (when the tensorboard package is installed)")
+    # fine-tuning (a new run that starts from another run's weights):
+    init_from: str = opt("", "start from the weights of this run or checkpoint (fine-tuning), with its network, schedule, objective and sampling settings; recorded as the checkpoint taken; empty: from random weights")
+    init_weights: str = opt("ema", "with init_from: which of its weights to start from, ema (what it samples with) or raw (its training weights)", choices=True)
 
 
 @dataclass

@@ -75,7 +75,8 @@ def student_base(teacher: Checkpoint, settings: Mapping[str, str]) -> RunConfig:
         name="",
         runs_dir="runs",
         model=replace(tcfg.model, dropout=0.0),
-        train=replace(tcfg.train, compile=False, channels_last=False, grad_accum=1),
+        # a fine-tuned teacher's start is the teacher's history, not the student's
+        train=replace(tcfg.train, compile=False, channels_last=False, grad_accum=1, init_from="", init_weights="ema"),
         distill=replace(inherited, teacher=str(teacher.path.resolve())),
     )
     config = apply_overrides(base, {**TRAIN_DEFAULTS, **settings})

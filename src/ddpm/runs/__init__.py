@@ -9,9 +9,12 @@ the records written beside what it made, its settings checked, and :func:`load_r
 - ``validate``: every setting of a run (and of sampling from it) checked before anything is made.
 - ``records``: what made an output, written beside it and into each PNG.
 - ``load``: :func:`load_run`, the one way to load a run's model.
+- ``init_from``: fine-tuning, a new run's config completed from the run whose weights it starts from.
 """
 
 from .checkpoint import Checkpoint, list_checkpoints, read_checkpoint
+from .init_from import finetune_config, read_init_record
 from .load import load_for_sampling, load_run
 
-__all__ = ["Checkpoint", "list_checkpoints", "load_for_sampling", "load_run", "read_checkpoint"]
+__all__ = ["Checkpoint", "finetune_config", "list_checkpoints", "load_for_sampling", "load_run", "read_checkpoint",
+           "read_init_record"]

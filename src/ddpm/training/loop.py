@@ -31,6 +31,8 @@ from .step import Micro, Stepper
 from .text_setup import CaptionBatches, caption_embeddings, grid_prompts, resolve_captions
 from .source import open_source
 from ..runs.validate import validate_config
+from ..runs.init_from import adopt_source, check_data_fits, read_initial_weights, write_init_record
+from ..runs.init_from import open_source as open_init_source
 
 MAX_NONFINITE_IN_A_ROW = 5
 
@@ -66,9 +68,16 @@ def train(
     """Train a model as ``config`` says; with ``resume``, continue that run exactly.
 
     ``initial_weights`` (a new run only) start the network from these weights instead of the
-    seed's initialisation (``ddpm.Trainer`` passes the model a user built)."""
+    seed's initialisation (``ddpm.Trainer`` passes the model a user built). A new run whose
+    ``config.train.init_from`` names a run or checkpoint is a fine-tune: it starts from that run's
+    (EMA or raw) weights, and its [model], [diffusion] and image fields must be that run's
+    (:func:`ddpm.runs.init_from.finetune_config` completes a config from it)."""
     if initial_weights is not None and resume is not None:
         raise ConfigError("initial weights apply to a new run; a resumed run continues from its checkpoint")
+    if initial_weights is not None and config.train.init_from:
+        raise ConfigError("initial weights and init_from both name the weights to start from; give one")
+    if resume is None and not config.train.init_from and config.train.init_weights != "ema":
+        raise ConfigError("--init-weights applies only with --init-from (the run whose weights a fine-tune starts from)")
     device = pick_device(config.train.device)
     dist = init_distributed(device)
     device = dist.device(device)
@@ -90,13 +99,24 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
                 lock = RunLock(checkpoint.path.parent.parent).acquire()
                 checkpoint = read_checkpoint(resume)
             log(f"resuming {checkpoint.path.parent.parent} from step {checkpoint.step}")
+        source = None
+        if checkpoint is None and config.train.init_from:  # a fine-tune: the network is the source's
+            source = open_init_source(config.train.init_from, config.train.init_weights)
+            config = adopt_source(source, config)
         data, config = resolve_data(config, dist, log)
+        if source is not None:
+            check_data_fits(source.config, config)
         captions = None
         if config.data.text_conditional:  # images without a usable caption are left out here
             data, captions, config = resolve_captions(config, data, log)
         validate_config(config)  # everything is checked before a directory is made or replaced
         tc = config.train
         plan = BatchPlan(len(data), tc.batch_size, dist.world_size, dist.rank, tc.seed)  # at least one batch of images
+        init_record = None
+        if source is not None:  # read, hashed and checked against the network before a directory is made
+            initial_weights, init_record = read_initial_weights(source, tc.init_weights, lambda: build_unet(config))
+            log(f"starting from the {'EMA' if tc.init_weights == 'ema' else 'raw'} weights of step {source.step} of "
+                f"{source.path} (sha256 {init_record['sha256'][:12]})")
         if checkpoint is not None:
             check_resume(checkpoint.config, config, checkpoint)
             run_dir = checkpoint.path.parent.parent
@@ -110,7 +130,7 @@ def _train(config, dist: Distributed, device, resume, overwrite, log, progress, 
         # fails before the first step; then the directory goes, and a run --overwrite set aside comes back
         started = starting.keep if starting is not None else (lambda: None)
         return _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, plan, started, captions,
-                     initial_weights)
+                     initial_weights, init_record)
     except BaseException:
         if starting is not None:
             starting.discard()
@@ -129,7 +149,7 @@ def _is_out_of_memory(err: BaseException) -> bool:
 
 
 def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, plan: BatchPlan, started: Callable[[], None],
-          captions=None, initial_weights=None) -> TrainResult:
+          captions=None, initial_weights=None, init_record=None) -> TrainResult:
     tc = config.train
     if checkpoint is not None:
         with torch.device("meta"):  # check the weights against the config before allocating anything
@@ -167,6 +187,8 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
 
     if dist.is_main:
         atomic_write_text(run_dir / "config.toml", to_toml(config))
+        if init_record is not None:  # a fine-tune: where it started, written once
+            write_init_record(run_dir, init_record)
         log(f"training on {len(data)} images of {data.name} ({device}{', bf16 autocast' if bf16 else ''}"
             f"{', torch.compile (the first steps compile it: minutes on a CPU)' if compiled else ''}, "
             f"{sum(p.numel() for p in model.parameters()):,} parameters); run directory: {run_dir}")

@@ -76,6 +76,9 @@ def resolve_data(config: RunConfig, dist: Distributed, log: Callable[[str], None
         data = data if data is not None else load()
     else:
         data = load()
+    if d.class_conditional and data.labels is None and config.train.init_from:
+        raise ConfigError(f"the run being fine-tuned ({config.train.init_from}) is class-conditional, and data set "
+                          f"{d.dataset!r} has no class labels; give a folder with one sub-folder per class")
     if d.class_conditional and data.labels is None:
         raise ConfigError(f"--class-conditional needs class labels, and data set {d.dataset!r} has none")
     d = replace(
