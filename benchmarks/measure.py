@@ -26,6 +26,8 @@ def bf16_fast(device: torch.device) -> bool:
     """Whether this device computes bf16 natively (what the header reports)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
+        return False  # emulated: ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU computes as an AVX2 one
     return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 

@@ -20,6 +20,8 @@ header reports the load of other processes during the run.
     python benchmarks/throughput.py                 # full run, ~10-15 min on 2 CPU cores
     python benchmarks/throughput.py --quick         # ~3-4 min
     python benchmarks/throughput.py --compile       # adds torch.compile rows (minutes to compile)
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/throughput.py --fp32-only
+                                                    # as an AVX2 CPU trains: fp32 rows only
 
 What is measured (the networks, each row's training step, the samplers' runs) is in
 throughput_rows.py; how (interleaved timers, FLOPs, memory, the machine) in measure.py.
@@ -55,6 +57,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per row (default 5; --quick 3)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats and sampler steps, fewer rows")
     ap.add_argument("--compile", action="store_true", help="add torch.compile rows (compiling takes minutes on a CPU)")
+    ap.add_argument("--fp32-only", action="store_true", help="only the fp32 rows: what a CPU without fast bf16 (AVX2) trains in")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--training-only", action="store_true", help="skip the sampling and fast-path sections")
     ap.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators of one training "
@@ -84,6 +87,7 @@ def main() -> None:
         TrainSpec(defaults, "ours", seed, bf16=auto_bf16, optimizer=auto_kernel),
         TrainSpec("ours, fp32, foreach AdamW", "ours", seed, optimizer="foreach"),
         TrainSpec("ours, fp32, fused AdamW", "ours", seed, optimizer="fused"),
+        TrainSpec("ours, fp32 + fused + channels_last", "ours", seed, optimizer="fused", channels_last=True),
         TrainSpec("ours, bf16, foreach AdamW", "ours", seed, bf16=True, optimizer="foreach"),
         TrainSpec("ours, bf16, fused AdamW", "ours", seed, bf16=True, optimizer="fused"),
         TrainSpec("ours, bf16 + fused + channels_last", "ours", seed, bf16=True, optimizer="fused", channels_last=True),
@@ -105,7 +109,11 @@ def main() -> None:
     ]
     if args.compile:
         specs += [TrainSpec("ours, bf16 + fused + torch.compile", "ours", seed, bf16=True, optimizer="fused", compile=True),
-                  TrainSpec("ours MNIST, bf16 + fused + torch.compile", "ours", mnist, bf16=True, optimizer="fused", compile=True)]
+                  TrainSpec("ours MNIST, bf16 + fused + torch.compile", "ours", mnist, bf16=True, optimizer="fused", compile=True),
+                  TrainSpec("ours, fp32 + fused + torch.compile", "ours", seed, optimizer="fused", compile=True),
+                  TrainSpec("ours MNIST, fp32 + fused + torch.compile", "ours", mnist, optimizer="fused", compile=True)]
+    if args.fp32_only:
+        specs = [s for s in specs if not s.bf16]
     if device.type == "cuda" and not fast_bf16:
         specs = [s for s in specs if not s.bf16]
 
@@ -120,7 +128,7 @@ def main() -> None:
 
     # peak matrix-multiply FLOP/s: the fastest square product, then timed again among the
     # training rows (interleaved with them, so it sees the same machine) for the % of peak
-    peak = {dt: peak_matmul(device, getattr(torch, dt), repeats) for dt in ("float32", "bfloat16")}
+    peak = {dt: peak_matmul(device, getattr(torch, dt), repeats) for dt in ("float32",) + (() if args.fp32_only else ("bfloat16",))}
     print("# peak matmul GFLOP/s (fastest square product, best of the repeats): "
           + "; ".join(f"{dt} {p[3] / 1e9:.0f} ({p[0]})" for dt, p in peak.items()))
 

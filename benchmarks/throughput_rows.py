@@ -110,7 +110,7 @@ def build_train(spec: TrainSpec, device: torch.device):
                                 **{spec.optimizer: True})
         warmup = max(tc.warmup_steps, 1)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-        fn = torch.compile(model) if spec.compile else model
+        fn = torch.compile(model, dynamic=False) if spec.compile else model  # as the loop compiles
         stepper = Stepper(diffusion, fn, opt, schedule, ema, grad_clip=tc.grad_clip, bf16=spec.bf16)
         batch = Micro(images * 2 - 1)  # the loop's sources deliver [-1, 1]; t and noise are drawn per step
 

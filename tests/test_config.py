@@ -78,8 +78,8 @@ def test_bf16_is_true_false_or_auto_in_toml_json_and_on_the_command_line(tmp_pat
         (tmp_path / "bad.toml").write_text(f"[train]\nbf16 = {bad}\n")
         with pytest.raises(ConfigError, match=r"train.bf16 in .* must be true, false or 'auto'; got"):
             load_toml(tmp_path / "bad.toml")
-    with pytest.raises(ConfigError, match="--compile must be true or false; got 'auto'"):  # plain switches have no auto
-        apply_overrides(RunConfig(), {"compile": "auto"})
+    with pytest.raises(ConfigError, match="--channels-last must be true or false; got 'auto'"):  # plain switches have no auto
+        apply_overrides(RunConfig(), {"channels_last": "auto"})
     parser = build_parser()
     for argv, want in ((["--bf16"], True), (["--no-bf16"], False), (["--bf16", "auto"], None), (["--bf16", "false"], False), ([], None)):
         overrides = config_overrides(parser.parse_args(["train", *argv]))

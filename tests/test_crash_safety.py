@@ -232,7 +232,7 @@ def test_a_live_run_refuses_a_second_writer_and_a_killed_one_does_not(tmp_path, 
     runs = tmp_path / "runs"
     runs.mkdir()
     run = runs / "busy"
-    proc = _spawn(runs, "busy", "--save-every", "2", "--max-steps", "100000")
+    proc = _spawn(runs, "busy", "--save-every", "2", "--max-steps", "100000", "--no-compile")  # not auto: a long run
     try:
         give_up = time.monotonic() + 120
         while not list_checkpoints(run) and proc.poll() is None and time.monotonic() < give_up:

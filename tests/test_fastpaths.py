@@ -266,7 +266,11 @@ def test_bf16_is_used_where_it_is_fast_and_adamw_is_fused_on_cpu_and_cuda(monkey
     from ddpm.runs.build import adamw_kernel, bf16_is_fast, use_bf16
 
     cpu = torch.device("cpu")
-    for avx512_bf16, amx, want in ((False, False, False), (True, False, True), (False, True, True)):
+    # PyTorch computing as an AVX2 CPU (ATEN_CPU_CAPABILITY=avx2) has no fast bf16, whatever the CPU has
+    cases = [("AVX512", False, False, False), ("AVX512", True, False, True), ("AVX512", False, True, True),
+             ("AVX2", True, True, False), ("DEFAULT", True, False, False)]
+    for capability, avx512_bf16, amx, want in cases:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda v=capability: v)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert bf16_is_fast(cpu) is want and use_bf16(None, cpu) is want
@@ -277,3 +281,27 @@ def test_bf16_is_used_where_it_is_fast_and_adamw_is_fused_on_cpu_and_cuda(monkey
     assert use_bf16(None, torch.device("mps")) is False  # unmeasured there: left off
     assert adamw_kernel(cpu) == adamw_kernel(torch.device("cuda")) == {"fused": True}
     assert adamw_kernel(torch.device("mps")) == {"foreach": True}
+
+
+def test_compile_auto_is_on_for_long_single_process_fp32_cpu_runs_where_inductor_can_generate_code(monkeypatch):
+    from ddpm.runs import build
+
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    n, m = build.COMPILE_AUTO_MIN_STEPS, build.COMPILE_AUTO_MIN_MINUTES
+    monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(build.os, "name", "posix")
+
+    def auto(device=cpu, steps=n, bf16=False, **more):
+        return build.use_compile(None, device, steps, bf16=bf16, **more)
+
+    assert auto() and not auto(steps=n - 1)
+    assert auto(minutes=m) and not auto(minutes=m - 1)  # a time limit too short to pay the compiling back
+    assert not auto(bf16=True)  # slower under bf16 autocast
+    assert not auto(processes=2)  # unmeasured under DDP: left off
+    assert not auto(cuda, 10 * n) and not auto(mps, 10 * n)  # its break-even on GPUs was not measured
+    assert build.use_compile(True, cpu, 1, bf16=True) and not build.use_compile(False, cpu, 10 * n, bf16=False)  # as given
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    assert not auto(steps=10 * n)  # no C++ compiler for inductor's CPU code
+    monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(build.os, "name", "nt")
+    assert not auto(steps=10 * n)

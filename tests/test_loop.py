@@ -300,3 +300,18 @@ def test_a_non_finite_step_changes_nothing_and_drops_its_gradients():
     _assert_same(ema_before, s.ema.state_dict())
     assert s.ema.updates == 0 and s.scheduler.last_epoch == 0 and not s.optimizer.state
     assert all(p.grad is None for p in s.model.parameters())
+
+
+@pytest.mark.parametrize("steps_left", [5000, 4999])
+def test_compile_auto_compiles_the_network_of_a_run_with_enough_steps_to_go(tmp_path, monkeypatch, steps_left):
+    from ddpm.runs import build
+
+    compiled, messages = [], []
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: compiled.append(net) or net)  # the decision, not inductor
+    monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(build.os, "name", "posix")
+    monkeypatch.setattr(build, "COMPILE_AUTO_MIN_MINUTES", 0.0)  # so that a 1e-6-minute run ends at step 1
+    result = train(tiny(tmp_path, name="c", max_steps=steps_left, max_minutes=1e-6, bf16=False), log=messages.append,
+                   progress=False)
+    assert result.step == 1 and len(compiled) == (steps_left >= build.COMPILE_AUTO_MIN_STEPS)
+    assert ("torch.compile" in messages[0]) == bool(compiled)

@@ -105,7 +105,7 @@ class TrainConfig:
     seed: int = opt(0, "the seed of the weights, batch order and noise; the same seed gives the same run")
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     bf16: bool | None = opt(None, "bf16 autocast; auto: on with CUDA and with CPUs that have AVX512-BF16 or AMX")
-    compile: bool = opt(False, "torch.compile the network (slow first steps; faster on GPUs)")
+    compile: bool | None = opt(None, "torch.compile the network (the first steps compile it: 1-2 minutes on a CPU); auto: on for single-process fp32 CPU runs of 5,000 steps or more without a time limit under 30 minutes (with a C++ compiler)")
     channels_last: bool = opt(False, "channels-last memory format (can be faster on GPUs)")
     log_every: int = opt(100, "print and record the loss every N steps")
     sample_every: int = opt(1000, "write a grid of samples every N steps (and at the end); 0: only at the end")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import torch
 
 from ..config import RunConfig
@@ -38,6 +41,10 @@ def bf16_is_fast(device: torch.device) -> bool:
     if device.type == "cuda":  # not where it is only emulated (before Ampere)
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
+        # the instructions, and PyTorch using them: ATEN_CPU_CAPABILITY=avx2 (with ONEDNN_MAX_CPU_ISA)
+        # makes such a CPU compute as an AVX2 one, where bf16 is emulated (or refused by oneDNN)
+        if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
+            return False
         cpu = torch.cpu
         return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return False
@@ -46,6 +53,31 @@ def bf16_is_fast(device: torch.device) -> bool:
 def use_bf16(setting: bool | None, device: torch.device) -> bool:
     """The ``bf16`` setting on ``device``: true or false as given; None ("auto") where it is fast."""
     return bf16_is_fast(device) if setting is None else setting
+
+
+COMPILE_AUTO_MIN_STEPS = 5000
+COMPILE_AUTO_MIN_MINUTES = 30.0
+"""``compile`` auto compiles fp32 CPU runs with at least this many steps still to take and no time
+limit under this many minutes. On a 2-core CPU computing as AVX2, fp32 (benchmarks/README.md): the
+MNIST recipe's network compiled in 64-82 s and then ran 6-18% faster per step, paying off after
+1,550 to 3,500 steps; the seed network (Unet dim 64) compiled in 109-122 s and ran no faster, a
+loss of about 1% of a 5,000-step run. Under bf16 autocast compiling made both networks slower
+(0.88x and 0.95x), so auto leaves bf16 runs eager."""
+
+
+def use_compile(setting: bool | None, device: torch.device, steps: int, *, bf16: bool, processes: int = 1,
+                minutes: float = 0.0) -> bool:
+    """The ``compile`` setting: true or false as given; None ("auto"): on for a single-process fp32
+    CPU run with at least ``COMPILE_AUTO_MIN_STEPS`` ``steps`` to go, a time limit (``minutes``, 0:
+    none) of at least ``COMPILE_AUTO_MIN_MINUTES``, and a C++ compiler for inductor's code (not on
+    Windows); off under bf16 (slower), on GPUs and under DDP (break-even not measured)."""
+    if setting is not None:
+        return setting
+    if device.type != "cpu" or bf16 or steps < COMPILE_AUTO_MIN_STEPS or processes > 1 or os.name == "nt":
+        return False
+    if 0 < minutes < COMPILE_AUTO_MIN_MINUTES:
+        return False
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def adamw_kernel(device: torch.device) -> dict[str, bool]:

@@ -20,7 +20,7 @@ from ..errors import CheckpointError, ConfigError, DDPMError
 from ..fileio import atomic_write_text
 from ..losses import draw_noise
 from .batches import BatchPlan, derived_seed
-from ..runs.build import adamw_kernel, build_diffusion, build_unet, pick_device, use_bf16
+from ..runs.build import adamw_kernel, build_diffusion, build_unet, pick_device, use_bf16, use_compile
 from ..runs.checkpoint import check_fit, list_checkpoints, load_model_weights, read_checkpoint, save_checkpoint, weight_shapes
 from .distributed import Distributed, init_distributed
 from .ema import EMA
@@ -179,15 +179,18 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
         nonfinite_total = int(state.get("nonfinite_skipped", 0))
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else None
     net = ddp if ddp is not None else model
-    if tc.compile:
-        net = torch.compile(net)
-
     bf16 = use_bf16(tc.bf16, device)
+    compiled = use_compile(tc.compile, device, tc.max_steps - step, bf16=bf16, processes=dist.world_size,
+                           minutes=tc.max_minutes)
+    if compiled:  # static shapes: inductor failed on a dynamic-shape recompile of the Unet (torch 2.14)
+        net = torch.compile(net, dynamic=False)
+
     if dist.is_main:
         atomic_write_text(run_dir / "config.toml", to_toml(config))
         if init_record is not None:  # a fine-tune: where it started, written once
             write_init_record(run_dir, init_record)
-        log(f"training on {len(data)} images of {data.name} ({device}{', bf16 autocast' if bf16 else ''}, "
+        log(f"training on {len(data)} images of {data.name} ({device}{', bf16 autocast' if bf16 else ''}"
+            f"{', torch.compile (the first steps compile it: minutes on a CPU)' if compiled else ''}, "
             f"{sum(p.numel() for p in model.parameters()):,} parameters); run directory: {run_dir}")
         if dist.enabled:
             log(f"{dist.world_size} processes, global batch {plan.global_batch}")
