@@ -315,3 +315,21 @@ def test_compile_auto_compiles_the_network_of_a_run_with_enough_steps_to_go(tmp_
                    progress=False)
     assert result.step == 1 and len(compiled) == (steps_left >= build.COMPILE_AUTO_MIN_STEPS)
     assert ("torch.compile" in messages[0]) == bool(compiled)
+
+
+def test_compile_auto_is_decided_by_the_whole_run_so_a_resumed_run_computes_as_it_began(tmp_path, monkeypatch):
+    # a 5,000-step run stopped at step 1 has 4,999 steps left when resumed: it is compiled again,
+    # as it was when it began (compiled and eager kernels round differently, so resume stays exact)
+    from ddpm.runs import build
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: compiled.append(net) or net)
+    monkeypatch.setattr(build.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(build.os, "name", "posix")
+    monkeypatch.setattr(build, "COMPILE_AUTO_MIN_MINUTES", 0.0)
+    first = train(tiny(tmp_path, name="r", max_steps=build.COMPILE_AUTO_MIN_STEPS, max_minutes=1e-6, bf16=False),
+                  log=lambda m: None, progress=False)
+    assert first.step == 1 and len(compiled) == 1
+    ckpt = read_checkpoint(list_checkpoints(first.run_dir)[-1])
+    second = train(ckpt.config, resume=str(ckpt.path), log=lambda m: None, progress=False)
+    assert second.step == 2 and len(compiled) == 2

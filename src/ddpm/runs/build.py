@@ -57,7 +57,8 @@ def use_bf16(setting: bool | None, device: torch.device) -> bool:
 
 COMPILE_AUTO_MIN_STEPS = 5000
 COMPILE_AUTO_MIN_MINUTES = 30.0
-"""``compile`` auto compiles fp32 CPU runs with at least this many steps still to take and no time
+"""``compile`` auto compiles fp32 CPU runs of at least this many steps (the run's max_steps, so that a
+resumed run computes as it began and resume stays exact) and no time
 limit under this many minutes. On a 2-core CPU computing as AVX2, fp32 (benchmarks/README.md): the
 MNIST recipe's network compiled in 64-82 s and then ran 6-18% faster per step, paying off after
 1,550 to 3,500 steps; the seed network (Unet dim 64) compiled in 109-122 s and ran no faster, a
@@ -68,7 +69,7 @@ loss of about 1% of a 5,000-step run. Under bf16 autocast compiling made both ne
 def use_compile(setting: bool | None, device: torch.device, steps: int, *, bf16: bool, processes: int = 1,
                 minutes: float = 0.0) -> bool:
     """The ``compile`` setting: true or false as given; None ("auto"): on for a single-process fp32
-    CPU run with at least ``COMPILE_AUTO_MIN_STEPS`` ``steps`` to go, a time limit (``minutes``, 0:
+    CPU run of at least ``COMPILE_AUTO_MIN_STEPS`` ``steps`` (the whole run's), a time limit (``minutes``, 0:
     none) of at least ``COMPILE_AUTO_MIN_MINUTES``, and a C++ compiler for inductor's code (not on
     Windows); off under bf16 (slower), on GPUs and under DDP (break-even not measured)."""
     if setting is not None:

@@ -180,7 +180,9 @@ def _loop(config, dist, device, data, checkpoint, run_dir, log, progress, stop, 
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else None
     net = ddp if ddp is not None else model
     bf16 = use_bf16(tc.bf16, device)
-    compiled = use_compile(tc.compile, device, tc.max_steps - step, bf16=bf16, processes=dist.world_size,
+    # decided by the whole run's length, not the steps left: a resumed run must compute as it began
+    # (inductor's fused kernels round differently from eager ones), so that resume stays exact
+    compiled = use_compile(tc.compile, device, tc.max_steps, bf16=bf16, processes=dist.world_size,
                            minutes=tc.max_minutes)
     if compiled:  # static shapes: inductor failed on a dynamic-shape recompile of the Unet (torch 2.14)
         net = torch.compile(net, dynamic=False)
