@@ -4,7 +4,7 @@ A UNet2DModel with google/ddpm-cifar10-32's architecture (35.7M parameters; rand
 does not depend on them) is saved as a pipeline folder with its scheduler (linear betas, T = 1000,
 fixed_large, clip_sample), imported with ``ddpm import``, and the same batch is drawn by
 
-- ours: ``load_run(run).sample`` with dpm++2m at 20 steps and unipc at 10 (the run's defaults otherwise);
+- ours: ``load_run(run).sample`` with dpm++2m at 20 steps and unipc3 at 10 (the run's defaults otherwise);
 - diffusers: ``DDIMPipeline`` at its default 50 steps and ``DDPMPipeline`` at its default 1000,
 
 interleaved over ``--repeats`` rounds (median wall time of each), all on one device in one process,
@@ -78,7 +78,7 @@ def main() -> None:
     b = args.batch
     cells = {
         "ours dpm++2m, 20 steps": (20, lambda: diffusion.sample(b, sampler="dpm++2m", steps=20)),
-        "ours unipc, 10 steps": (10, lambda: diffusion.sample(b, sampler="unipc", steps=10)),
+        "ours unipc3, 10 steps": (10, lambda: diffusion.sample(b, sampler="unipc3", steps=10)),
         "diffusers DDIMPipeline, 50 steps": (50, lambda: ddim(batch_size=b, num_inference_steps=50, output_type="np")),
         f"diffusers DDPMPipeline, {args.ddpm_steps} steps": (
             args.ddpm_steps, lambda: ddpm(batch_size=b, num_inference_steps=args.ddpm_steps, output_type="np")),
