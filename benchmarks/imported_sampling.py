@@ -11,7 +11,7 @@ interleaved over ``--repeats`` rounds (median wall time of each), all on one dev
 so the ratios compare like with like. Each row also gives the time per network evaluation, which
 shows how much of the difference is the number of evaluations and how much each library's overhead.
 
-    python benchmarks/imported_sampling.py --device cpu --batch 4 --repeats 1
+    python benchmarks/imported_sampling.py --device cpu --batch 1 --repeats 1 --ddpm-steps 20
 
 (the command behind the table in benchmarks/README.md.) ``--ddpm-steps`` runs DDPMPipeline with
 fewer steps where its 1000 take too long; the printed table says which it ran.
@@ -98,7 +98,7 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"batch {b}, {args.repeats} repeat(s), median wall time ({where}, torch {torch.__version__})")
     base = statistics.median(times["ours dpm++2m, 20 steps"])
-    print(f"| sampler | s per batch | ms per network evaluation | time against ours dpm++2m 20 |")
+    print("| sampler | s per batch | ms per network evaluation | time against ours dpm++2m 20 |")
     print("| --- | ---: | ---: | ---: |")
     for name, (steps, _) in cells.items():
         t = statistics.median(times[name])

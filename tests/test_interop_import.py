@@ -59,6 +59,12 @@ def test_import_is_an_ordinary_run(tmp_path, capsys):
                  "--n", "1", "--steps", "4", "--jump-length", "2", "--jump-n-sample", "2",
                  "--out", str(tmp_path / "i")]) == 0
     assert (tmp_path / "i" / "grid.png").is_file()
+    # it has no optimizer history: --resume is refused in one sentence that points to --init-from
+    from ddpm.errors import CheckpointError
+    from ddpm.runs import read_checkpoint
+
+    with pytest.raises(CheckpointError, match=f"ddpm train --init-from {run}$"):
+        read_checkpoint(run).state()
     # an existing run is replaced only with --overwrite
     err = one_sentence_error(capsys, ["import", f"diffusers:{tmp_path / 'pipe'}", "--out", str(run)])
     assert "already exists" in err
