@@ -146,7 +146,8 @@ def test_from_dict_rejects_non_tables():
 
 # ---- help text: every field explains itself ----------------------------------------------------
 
-FREE_TEXT_FIELDS = {"name", "runs_dir", "data_dir", "cache_dir", "device", "teacher", "init_from"}  # paths and device names: no fixed list
+FREE_TEXT_FIELDS = {"name", "runs_dir", "data_dir", "cache_dir", "device", "teacher", "init_from",
+                    "diffusers_unet"}  # paths, device names, an imported network's JSON config: no fixed list
 
 
 def test_every_field_has_one_line_of_help():
@@ -235,7 +236,7 @@ def test_help_says_what_zero_and_empty_mean():
     assert f"{DEFAULT_STEPS['ddim']} for ddim" in steps and f"{DEFAULT_STEPS['dpm++2m']} for dpm++" in steps
     assert DEFAULT_STEPS["ancestral"] is None and "all T for ancestral" in steps
     assert option_help("grid").endswith("(default: empty) [sample]")
-    assert "one of: linear, cosine, sigmoid (default: cosine) [diffusion]" in option_help("beta_schedule")
+    assert "one of: linear, scaled_linear, cosine, sigmoid (default: cosine) [diffusion]" in option_help("beta_schedule")
     assert option_help("bf16").endswith("(default: auto) [train]")
     assert option_help("hflip").endswith("(default: false) [data]")
     assert "a list of integers, comma-separated (default: 1,2,4) [model]" in option_help("dim_mults")

@@ -100,7 +100,7 @@ def test_schedule_moves_between_devices_in_float64():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: get_schedule("quadratic", 100), "unknown beta schedule 'quadratic'; choose one of linear, cosine, sigmoid"),
+        (lambda: get_schedule("quadratic", 100), "unknown beta schedule 'quadratic'; choose one of linear, scaled_linear, cosine, sigmoid"),
         (lambda: get_schedule("linear", 1), "timesteps must be an integer of at least 2; got 1"),
         (lambda: Schedule.from_betas([0.1, 1.5]), "betas must lie in (0, 1]"),
         (lambda: get_schedule("linear", 10).respaced([3, 2]), "strictly increasing"),
@@ -135,3 +135,23 @@ def test_from_alpha_bars_is_the_chain_with_those_levels():
     s = Schedule.from_alpha_bars([0.9, 0.5, 0.1])
     torch.testing.assert_close(s.alphas_cumprod, torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64))
     torch.testing.assert_close(s.betas, torch.tensor([0.1, 1 - 0.5 / 0.9, 0.8], dtype=torch.float64))
+
+
+def test_end_points_scaled_linear_and_given_betas():
+    """beta_start and beta_end are used as given (diffusers' convention, no 1000/T scaling); scaled_linear
+    spaces sqrt(beta) evenly between them; given betas replace the named schedule, one per timestep."""
+    lin = get_schedule("linear", 500, beta_start=2e-4, beta_end=0.03).betas
+    assert torch.allclose(lin[[0, -1]], torch.tensor([2e-4, 0.03], dtype=torch.float64))
+    assert torch.allclose(lin.diff(), torch.full((499,), (0.03 - 2e-4) / 499, dtype=torch.float64))
+    sl = get_schedule("scaled_linear", 1000, beta_start=0.00085, beta_end=0.012).betas
+    assert torch.allclose(sl[[0, -1]], torch.tensor([0.00085, 0.012], dtype=torch.float64))
+    root = sl.sqrt().diff()
+    assert torch.allclose(root, root[0].expand_as(root))
+    given = [0.01 * (i + 1) for i in range(10)]
+    s = get_schedule("linear", 10, betas=given)
+    assert s.betas.tolist() == given
+    assert abs(s.alphas_cumprod[-1].item() - math.prod(1 - b for b in given)) < 1e-15
+    with pytest.raises(ConfigError, match="11 betas were given for 10 timesteps"):
+        get_schedule("linear", 10, betas=given + [0.2])
+    with pytest.raises(ConfigError, match="beta_end must lie in"):
+        get_schedule("linear", 10, beta_end=1.5)

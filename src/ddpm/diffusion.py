@@ -22,6 +22,7 @@ VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 CLIP_MODES = ("static", "dynamic", "none")
 register_choices(("objective", "student_objective"), OBJECTIVES)
 register_choices("clip", CLIP_MODES)
+register_choices("variance_type", ("auto",) + VARIANCE_TYPES)
 
 
 def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:

@@ -16,19 +16,31 @@ import torch
 from .config import register_choices
 from .errors import ConfigError
 
-SCHEDULES = ("linear", "cosine", "sigmoid")
+SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
 register_choices("beta_schedule", SCHEDULES)
 
 
-def linear_betas(timesteps: int, max_beta: float = 0.999) -> torch.Tensor:
+def linear_betas(timesteps: int, max_beta: float = 0.999, start: float | None = None, end: float | None = None) -> torch.Tensor:
     """Ho et al.: betas rise linearly from 1e-4 to 0.02 at T = 1000.
 
     For other T the end points are scaled by 1000 / T, as improved-diffusion does, so that
     the total amount of noise (and alpha_bar at the last step) stays about the same. Below
     T = 50 the scaled end would pass 1, so betas are capped at ``max_beta`` as for cosine.
+    Given ``start`` and ``end`` (diffusers' beta_start, beta_end) are used as they are.
     """
     scale = 1000.0 / timesteps
-    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64).clamp(max=max_beta)
+    start = scale * 1e-4 if start is None else start
+    end = scale * 0.02 if end is None else end
+    return torch.linspace(start, end, timesteps, dtype=torch.float64).clamp(max=max_beta)
+
+
+def scaled_linear_betas(timesteps: int, start: float | None = None, end: float | None = None) -> torch.Tensor:
+    """diffusers' ``scaled_linear`` (latent diffusion's schedule): sqrt(beta) rises linearly from
+    sqrt(start) to sqrt(end); the end points default as for :func:`linear_betas`."""
+    scale = 1000.0 / timesteps
+    start = scale * 1e-4 if start is None else start
+    end = scale * 0.02 if end is None else end
+    return torch.linspace(math.sqrt(start), math.sqrt(end), timesteps, dtype=torch.float64) ** 2
 
 
 def _betas_from_alpha_bar(alpha_bar: torch.Tensor, max_beta: float) -> torch.Tensor:
@@ -188,14 +200,35 @@ class Schedule:
         return Schedule.from_betas((1.0 - ab / ab_prev).cpu()).to(self.device)
 
 
-def get_schedule(name: str, timesteps: int = 1000, *, zero_terminal_snr: bool = False) -> Schedule:
-    """The named schedule (``linear``, ``cosine`` or ``sigmoid``) over ``timesteps`` steps."""
+def get_schedule(name: str, timesteps: int = 1000, *, zero_terminal_snr: bool = False,
+                 beta_start: float | None = None, beta_end: float | None = None,
+                 betas: Sequence[float] | None = None) -> Schedule:
+    """The named schedule (``linear``, ``scaled_linear``, ``cosine`` or ``sigmoid``) over
+    ``timesteps`` steps; ``beta_start`` and ``beta_end`` set the two linear ones' end points (None:
+    the defaults), and given ``betas`` (exactly ``timesteps`` of them) replace the named schedule."""
     if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 2:
         raise ConfigError(f"timesteps must be an integer of at least 2; got {timesteps!r}")
-    makers = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}
+    ends = {"start": beta_start, "end": beta_end}
+    makers = {"linear": lambda T: linear_betas(T, **ends), "scaled_linear": lambda T: scaled_linear_betas(T, **ends),
+              "cosine": cosine_betas, "sigmoid": sigmoid_betas}
     if name not in makers:
         raise ConfigError(f"unknown beta schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    betas = makers[name](timesteps)
+    for which, value in ends.items():
+        if value is not None and not 0.0 < value < 1.0:
+            raise ConfigError(f"beta_{which} must lie in (0, 1); got {value!r}")
+    if betas is not None and len(betas) > 0:
+        if len(betas) != timesteps:
+            raise ConfigError(f"{len(betas)} betas were given for {timesteps} timesteps; give exactly one per timestep")
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+    else:
+        betas = makers[name](timesteps)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
     return Schedule.from_betas(betas)
+
+
+def config_schedule(d) -> Schedule:
+    """The schedule a run's ``[diffusion]`` section (a :class:`~ddpm.config.DiffusionConfig`) describes:
+    its named schedule with its end points, or its given betas. Every reader of a run builds it here."""
+    return get_schedule(d.beta_schedule, d.timesteps, zero_terminal_snr=d.zero_terminal_snr,
+                        beta_start=d.beta_start or None, beta_end=d.beta_end or None, betas=d.betas or None)

@@ -50,6 +50,8 @@ class ModelConfig:
     text_max_tokens: int = opt(77, "text-conditional runs: the longest caption or prompt in the encoder's tokens; longer training captions are skipped, longer prompts refused")
     builtin_text_dim: int = opt(128, "builtin text encoder: width of its embeddings (a multiple of 4)")
     builtin_text_layers: int = opt(2, "builtin text encoder: transformer layers (0: word and position embeddings only)")
+    # an imported network (ddpm import):
+    diffusers_unet: str = opt("", "an imported network: diffusers' UNet2DModel config as JSON, filled in by ddpm import (the other model settings then do not apply); empty: this project's Unet")
 
 
 @dataclass
@@ -58,8 +60,12 @@ class DiffusionConfig:
 
     timesteps: int = opt(1000, "T, the number of noising steps of the forward process")
     beta_schedule: str = opt("cosine", "how the noise level beta_t rises over the T steps (Ho et al. 2020: linear; cosine: Nichol & Dhariwal 2021)", choices=True)
+    beta_start: float = opt(0.0, "linear and scaled_linear schedules: the first beta (as diffusers' beta_start, used as given); 0: Ho et al.'s 1e-4 times 1000/T")
+    beta_end: float = opt(0.0, "linear and scaled_linear schedules: the last beta (as diffusers' beta_end, used as given); 0: Ho et al.'s 0.02 times 1000/T")
+    betas: tuple[float, ...] = opt((), "the T betas themselves (an imported scheduler's trained_betas), in place of beta_schedule; empty: from beta_schedule")
     zero_terminal_snr: bool = opt(False, "rescale the schedule so the last step is pure noise (Lin et al. 2023)")
     objective: str = opt("pred_v", "what the network predicts: the noise (Ho et al. 2020), the clean image x0, or v (Salimans & Ho 2022)", choices=True)
+    variance_type: str = opt("auto", "the reverse-process variance sigma_t^2: fixed_small (beta-tilde_t, Ho et al.), fixed_large (beta_t, as the google DDPMs sample), learned_range (needs --learned-variance); auto: learned_range with --learned-variance, else fixed_small", choices=True)
     loss_type: str = opt("l2", "the distance between prediction and target", choices=True)
     min_snr_gamma: float = opt(5.0, "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); 0 turns it off")
     offset_noise_strength: float = opt(0.0, "scale of a per-channel offset added to the training noise (helps very dark or bright images); 0: none")

@@ -16,7 +16,7 @@ from typing import Mapping
 from ..config import DistillConfig, RunConfig, SampleConfig, apply_overrides, field_help, field_index, option_help
 from ..diffusion import OBJECTIVES, check_choice
 from ..errors import ConfigError
-from ..schedules import get_schedule
+from ..schedules import config_schedule
 from ..runs.checkpoint import Checkpoint
 from .grids import GRID, round_grids
 from .target import WEIGHTINGS
@@ -98,8 +98,7 @@ def student_base(teacher: Checkpoint, settings: Mapping[str, str]) -> RunConfig:
 def check_teacher(teacher: Checkpoint, config: RunConfig) -> list[list[int]]:
     """Refuse a teacher this distillation cannot use; returns the grids of every round."""
     tcfg, dc = teacher.config, config.distill
-    schedule = get_schedule(tcfg.diffusion.beta_schedule, tcfg.diffusion.timesteps,
-                            zero_terminal_snr=tcfg.diffusion.zero_terminal_snr)
+    schedule = config_schedule(tcfg.diffusion)
     grids = round_grids(schedule, dc.to_steps, dc.rounds)
     if dc.teacher_guidance < 0:
         raise ConfigError(f"--teacher-guidance must be at least 0; got {dc.teacher_guidance:g}")

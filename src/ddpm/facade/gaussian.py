@@ -39,7 +39,9 @@ class GaussianDiffusion(Editing, nn.Module):
         timesteps: T, the length of the forward process.
         loss_type: ``'l2'`` (Ho et al.) or ``'l1'``.
         objective: what the network predicts: ``'pred_noise'``, ``'pred_x0'`` or ``'pred_v'``.
-        beta_schedule: ``'linear'``, ``'cosine'`` or ``'sigmoid'``.
+        beta_schedule: ``'linear'``, ``'scaled_linear'``, ``'cosine'`` or ``'sigmoid'``.
+        beta_start, beta_end: the end points of the two linear schedules (None: 1e-4 and 0.02 at
+            T = 1000, scaled by 1000 / T); ``betas``: the T betas themselves, replacing the schedule.
         variance_type: ``'fixed_small'``, ``'fixed_large'`` or ``'learned_range'``; by default
             ``'learned_range'`` when the model has a learned variance, else ``'fixed_small'``.
         zero_terminal_snr: rescale the schedule so x_T is pure noise (Lin et al. 2023); needs
@@ -68,6 +70,9 @@ class GaussianDiffusion(Editing, nn.Module):
         *,
         sampling_timesteps: int | None = None,
         variance_type: str | None = None,
+        beta_start: float | None = None,
+        beta_end: float | None = None,
+        betas: Sequence[float] | None = None,
         zero_terminal_snr: bool = False,
         min_snr_loss_weight: bool = False,
         min_snr_gamma: float = 5.0,
@@ -95,7 +100,8 @@ class GaussianDiffusion(Editing, nn.Module):
                 f"variance_type {variance_type!r} does not fit a model with learned_variance={learned}; "
                 "use 'learned_range' exactly when the model learns its variance"
             )
-        self.schedule = get_schedule(beta_schedule, timesteps, zero_terminal_snr=zero_terminal_snr)
+        self.schedule = get_schedule(beta_schedule, timesteps, zero_terminal_snr=zero_terminal_snr,
+                                     beta_start=beta_start, beta_end=beta_end, betas=betas)
         if zero_terminal_snr and objective == "pred_noise":
             raise ConfigError(
                 "zero_terminal_snr needs objective 'pred_v' or 'pred_x0': at zero SNR x_0 cannot be recovered from eps"

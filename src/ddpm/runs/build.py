@@ -96,8 +96,15 @@ def image_size_of(config: RunConfig) -> tuple[int, int]:
     raise ConfigError(f"image_size must be one value or a height and a width; got {list(size)}")
 
 
-def build_unet(config: RunConfig) -> Unet:
+def build_unet(config: RunConfig) -> torch.nn.Module:
+    """The network a configuration describes: this project's :class:`~ddpm.models.Unet`, or, for a
+    run made by ``ddpm import``, diffusers' UNet2DModel built from its stored config (behind
+    :class:`~ddpm.models.foreign.DiffusersUnet`, the same calling convention as ours)."""
     m, data = config.model, config.data
+    if m.diffusers_unet:
+        from ..models.foreign import DiffusersUnet
+
+        return DiffusersUnet.from_json(m.diffusers_unet, image_size_of(config))
     if data.channels not in (1, 3):
         raise ConfigError(f"channels must be 1 or 3; got {data.channels}")
     text_dim = text_encoder = None
@@ -139,6 +146,10 @@ def build_diffusion(config: RunConfig, model: torch.nn.Module | None = None, tex
         loss_type=d.loss_type,
         objective=d.objective,
         beta_schedule=d.beta_schedule,
+        variance_type=None if d.variance_type == "auto" else d.variance_type,
+        beta_start=d.beta_start or None,
+        beta_end=d.beta_end or None,
+        betas=d.betas or None,
         zero_terminal_snr=d.zero_terminal_snr,
         min_snr_loss_weight=d.min_snr_gamma > 0,
         min_snr_gamma=d.min_snr_gamma,

@@ -270,6 +270,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a loadable training state ({type(err).__name__})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a torch-ddpm training state")
+    if state.get("imported"):  # written by ddpm import: weights without an optimizer's history
+        raise CheckpointError(f"{Path(path).parent} holds an imported model, which has no training state to resume; "
+                              f"start a new run from its weights with ddpm train --init-from {Path(path).parent.parent.parent}")
     return state
 
 

@@ -30,7 +30,7 @@ from ..facade import GaussianDiffusion
 from ..runs.build import image_size_of
 from ..runs.checkpoint import Checkpoint, read_checkpoint
 from ..runs.load import load_for_sampling
-from ..schedules import Schedule, get_schedule
+from ..schedules import Schedule, config_schedule
 from ..text import WordTokenizer, check_prompts
 from ..text.minilm import WordPieceCounter
 
@@ -159,9 +159,9 @@ class Catalog:
         if not ckpt.path.resolve().is_relative_to(path.resolve()):
             raise CheckpointError(f"run {name!r} has a checkpoint outside its directory ({ckpt.path}); it is not served")
         d = ckpt.config.diffusion
-        key = (d.beta_schedule, d.timesteps, d.zero_terminal_snr)
+        key = (d.beta_schedule, d.timesteps, d.zero_terminal_snr, d.beta_start, d.beta_end, d.betas)
         if key not in self._schedules:
-            self._schedules[key] = get_schedule(d.beta_schedule, d.timesteps, zero_terminal_snr=d.zero_terminal_snr)
+            self._schedules[key] = config_schedule(d)
         return RunInfo(name=name, path=path, checkpoint=ckpt, schedule=self._schedules[key])
 
     def model(self, run: RunInfo) -> GaussianDiffusion:
