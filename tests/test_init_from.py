@@ -268,10 +268,8 @@ def test_a_fine_tune_under_torchrun_equals_one_process(tmp_path, sources):
 
 
 HAVE_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
-HAVE_IMPORT = importlib.util.find_spec("ddpm.interop") is not None  # ddpm import, issue 25's other half
 
 
-@pytest.mark.skipif(not HAVE_IMPORT, reason="ddpm import (issue 25, item 1) is not in this tree yet")
 @pytest.mark.needs(not HAVE_DIFFUSERS, 'diffusers is not installed (pip install ".[diffusers]")')
 def test_an_imported_diffusers_model_fine_tunes_and_still_computes_what_diffusers_does(tmp_path):
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
