@@ -1,0 +1,6 @@
+"""Export: a run's network as ONNX, and a static web page that samples from it in the reader's
+browser (onnxruntime-web), with the run's own sampler written once more in JavaScript."""
+
+from .onnx import export_onnx
+
+__all__ = ["export_onnx"]
