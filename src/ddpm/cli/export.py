@@ -19,6 +19,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     onnx.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
     onnx.set_defaults(handler=cmd_onnx)
 
+    web = kinds.add_parser("web", help="a static folder (index.html, the sampler in JavaScript, model.onnx)",
+                           description="Write a static folder that any web server can host: a page that draws images "
+                           "with the run's sampler in the reader's browser (onnxruntime-web, WebAssembly).")
+    add_common(web)
+    web.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    web.add_argument("--sampler", help="ddim, dpm++2m, dpm++3m, dpm++2m-sde, unipc2 or unipc3 (default: the run's own; "
+                     "a distilled student: ddim on its own grid)")
+    web.add_argument("--steps", type=int, help="model evaluations per image (default: the run's own)")
+    web.add_argument("--n", type=int, help="images per Generate (default: 16; the reader can change it)")
+    web.add_argument("--guidance-scale", type=float, help="the page's initial guidance (default: the run's own)")
+    web.add_argument("--bundle-runtime", action="store_true",
+                     help="copy onnxruntime-web into the folder (from npm install onnxruntime-web; see --runtime-dir) "
+                     "instead of loading it from the pinned CDN address; for offline use")
+    web.add_argument("--runtime-dir", metavar="DIR",
+                     help="the onnxruntime-web package folder (default: ./node_modules/onnxruntime-web)")
+    web.add_argument("--overwrite", action="store_true", help="replace the page files of a folder written before")
+    web.add_argument("--embed", action="store_true", help="also print an iframe snippet for a blog post")
+    web.set_defaults(handler=cmd_web)
+
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="DIR", help="a run directory (its latest checkpoint) or a checkpoint")
@@ -31,4 +50,15 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     from ..export import export_onnx
 
     export_onnx(args.run, args.out, prompts=args.prompt, use_ema=not args.no_ema)
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from ..export import export_web, embed_snippet
+
+    out = export_web(args.run, args.out, prompts=args.prompt, sampler=args.sampler, steps=args.steps, n=args.n,
+                     guidance_scale=args.guidance_scale, bundle_runtime=args.bundle_runtime, runtime_dir=args.runtime_dir,
+                     use_ema=not args.no_ema, overwrite=args.overwrite)
+    if args.embed:
+        print(embed_snippet(out))
     return 0

@@ -2,5 +2,6 @@
 browser (onnxruntime-web), with the run's own sampler written once more in JavaScript."""
 
 from .onnx import export_onnx
+from .web import embed_snippet, export_web
 
-__all__ = ["export_onnx"]
+__all__ = ["embed_snippet", "export_onnx", "export_web"]

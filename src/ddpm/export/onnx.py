@@ -182,8 +182,7 @@ def export_onnx(source: str | Path, out: str | Path, *, prompts: Sequence[str] |
                 log: Callable[[str], None] = print) -> dict:
     """Write the network of run (or checkpoint) ``source`` to ``out`` as ONNX, checked with
     onnxruntime against PyTorch (batches of 3 and 5, within :data:`TOLERANCE`) before it takes the
-    name ``out``. Returns what the page needs to know about the graph (inputs, sizes, prompts, the
-    run's config and checkpoint)."""
+    name ``out``. Returns the graph's input names, the checked prompts and the largest error."""
     require_export_packages()
     out = Path(out)
     if out.suffix != ".onnx":
@@ -192,6 +191,13 @@ def export_onnx(source: str | Path, out: str | Path, *, prompts: Sequence[str] |
         raise ConfigError(f"--out {out} is a directory; name a .onnx file")
     diffusion, ckpt = load_for_sampling(source, use_ema=use_ema, device="cpu")
     net, names, prompts = network_for_export(diffusion, prompts)
+    log(f"exporting {ckpt.path} ({'EMA' if use_ema else 'raw'} weights) to ONNX")
+    return write_checked(diffusion, net, names, prompts, out, log)
+
+
+def write_checked(diffusion, net: nn.Module, names: list[str], prompts: list[str], out: Path,
+                  log: Callable[[str], None] = print) -> dict:
+    """``net`` (from :func:`network_for_export`) written to ``out`` once onnxruntime agrees with it."""
     g = torch.Generator().manual_seed(0)
     count = len(prompts)
     trace = example_inputs(diffusion, names, 2, g, count)
@@ -204,7 +210,6 @@ def export_onnx(source: str | Path, out: str | Path, *, prompts: Sequence[str] |
         for inputs in checks:
             worst = max(worst, check_onnx(tmp, net, names, inputs))
 
-    log(f"exporting {ckpt.path} ({'EMA' if use_ema else 'raw'} weights) to ONNX")
     atomic_write(out, write)
     log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); onnxruntime matches PyTorch within {worst:.2g}")
-    return {"inputs": names, "prompts": prompts, "diffusion": diffusion, "checkpoint": ckpt, "max_error": worst}
+    return {"inputs": names, "prompts": prompts, "max_error": worst}
