@@ -80,7 +80,7 @@ def test_a_student_samples_on_its_own_steps(runs, tmp_path, capsys):
                                  "sampler 'ancestral' is not among them"),
     (["--sampler", "euler"], "unknown sampler 'euler'"),
     (["--n", "0"], "--n must be from 1 to 64 images; got 0"),
-    (["--steps", "0"], "--steps must be a positive number of model evaluations; got 0"),
+    (["--steps", "-1"], "--steps must be 0 (the sampler's default) or a positive number of model evaluations; got -1"),
     (["--prompt", "a cat"], "--prompt needs a text-conditional run"),
     (["--bundle-runtime", "--runtime-dir", "nowhere"], "no onnxruntime-web package at nowhere; run npm install "
                                                        f"onnxruntime-web@{runtime.VERSION}"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_sampling_options, sampling_settings
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="export a run: its network as ONNX, or a static web page that samples in the browser",
@@ -24,11 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "with the run's sampler in the reader's browser (onnxruntime-web, WebAssembly).")
     add_common(web)
     web.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
-    web.add_argument("--sampler", help="ddim, dpm++2m, dpm++3m, dpm++2m-sde, unipc2 or unipc3 (default: the run's own; "
-                     "a distilled student: ddim on its own grid)")
-    web.add_argument("--steps", type=int, help="model evaluations per image (default: the run's own)")
+    add_sampling_options(web, ("sampler", "steps", "guidance_scale"), help={
+        "sampler": "the page's sampler: ddim, dpm++2m, dpm++3m, dpm++2m-sde, unipc2 or unipc3 (default: the run's own; "
+                   "a distilled student: its own)",
+        "guidance_scale": "the page's initial guidance; the reader can change it (default: the run's own)"})
     web.add_argument("--n", type=int, help="images per Generate (default: 16; the reader can change it)")
-    web.add_argument("--guidance-scale", type=float, help="the page's initial guidance (default: the run's own)")
     web.add_argument("--bundle-runtime", action="store_true",
                      help="copy onnxruntime-web into the folder (from npm install onnxruntime-web; see --runtime-dir) "
                      "instead of loading it from the pinned CDN address; for offline use")
@@ -56,9 +58,9 @@ def cmd_onnx(args: argparse.Namespace) -> int:
 def cmd_web(args: argparse.Namespace) -> int:
     from ..export import export_web, embed_snippet
 
-    out = export_web(args.run, args.out, prompts=args.prompt, sampler=args.sampler, steps=args.steps, n=args.n,
-                     guidance_scale=args.guidance_scale, bundle_runtime=args.bundle_runtime, runtime_dir=args.runtime_dir,
-                     use_ema=not args.no_ema, overwrite=args.overwrite)
+    out = export_web(args.run, args.out, prompts=args.prompt, n=args.n, bundle_runtime=args.bundle_runtime,
+                     runtime_dir=args.runtime_dir, use_ema=not args.no_ema, overwrite=args.overwrite,
+                     **sampling_settings(args))
     if args.embed:
         print(embed_snippet(out))
     return 0

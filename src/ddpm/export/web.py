@@ -46,6 +46,9 @@ def settings_for_page(ckpt, sampler: str | None, steps: int | None, guidance_sca
     """The run's ``[sample]`` settings with the caller's; a distilled student keeps its own sampler
     (deterministic DDIM) and its own steps on its own grid, the only ones it was trained for."""
     own = ckpt.config.sample
+    if steps is not None and steps < 0:
+        raise ConfigError(f"--steps must be 0 (the sampler's default) or a positive number of model evaluations; got {steps}")
+    steps = steps or None
     if sampler is not None:
         get_sampler(sampler)
     if ckpt.config.distill.teacher:
@@ -56,8 +59,6 @@ def settings_for_page(ckpt, sampler: str | None, steps: int | None, guidance_sca
             raise ConfigError(f"this run is a {own.steps}-step student, trained on its own {own.steps} timesteps only; "
                               "leave out --steps")
         return sample_settings(own, guidance_scale=guidance_scale)
-    if steps is not None and steps < 1:
-        raise ConfigError(f"--steps must be a positive number of model evaluations; got {steps}")
     settings = sample_settings(own, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
     if sampler is not None and sampler != own.sampler:
         settings = replace(settings, grid="", steps=steps or 0, eta=0.0, clipped_eps=True)  # the new sampler's defaults
