@@ -1,7 +1,7 @@
 """The ``ddpm`` command: argument parsing only; every command is a library call.
 
 Each command's parser sits beside its handler (train, distill, sample, eval, edit: inpaint and
-img2img, viz, serve, import); :mod:`.options` holds what they share. :func:`main` turns the library's
+img2img, viz, serve, import, export); :mod:`.options` holds what they share. :func:`main` turns the library's
 errors into one sentence and exit status 2.
 """
 
@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .._version import __version__
 from ..errors import DDPMError
-from . import distill, edit, interop, sample, serve, train, viz
+from . import distill, edit, export, interop, sample, serve, train, viz
 from . import eval as evaluate  # not to shadow the builtin
 from .options import Parser, config_overrides
 
@@ -33,6 +33,7 @@ def build_parser() -> Parser:
     viz.add_parser(sub)
     serve.add_parser(sub)
     interop.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

@@ -59,7 +59,8 @@ class TextConditioning(nn.Module):
             first = torch.zeros_like(mask)
             first[:, 0] = True
             tokens = torch.where(drop[:, None, None], self.null_token.to(tokens.dtype), tokens)
-            mask = torch.where(drop[:, None], first, mask)
+            # (a boolean select written with & and |: onnxruntime has no Where for booleans)
+            mask = (first & drop[:, None]) | (mask & ~drop[:, None])
         return pooled, Context(tokens, mask)
 
 
