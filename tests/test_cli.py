@@ -82,7 +82,7 @@ def test_sample_eval_viz_help_gives_every_option_a_meaning_and_a_default(capsys,
     assert "0: the sampler's default" in _option_line(sample, "--steps")
     assert "(default: 64)" in _option_line(sample, "--n") and "(default: auto)" in _option_line(sample, "--device")
     viz = _help(capsys, monkeypatch, "viz")
-    assert "one of: linear, cosine, sigmoid (default: linear)" in _option_line(viz, "--schedule")
+    assert "one of: linear, scaled_linear, cosine, sigmoid (default: linear)" in _option_line(viz, "--schedule")
 
 
 def test_an_interrupted_torchrun_job_is_reported_by_rank_0_alone(capsys, monkeypatch):
