@@ -28,3 +28,15 @@ def test_new_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_sha256_of_a_file_read_in_blocks_equals_hashlib_on_its_bytes(tmp_path):
+    import hashlib
+
+    from ddpm.fileio import sha256_of
+
+    data = bytes(range(256)) * 9000  # 2.3 MB: three blocks, the last one partial
+    (tmp_path / "w.bin").write_bytes(data)
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256_of(tmp_path / "w.bin") == hashlib.sha256(data).hexdigest()
+    assert sha256_of(str(tmp_path / "empty")) == hashlib.sha256(b"").hexdigest()

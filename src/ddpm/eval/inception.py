@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError, DataError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, sha256_of
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
@@ -268,14 +268,6 @@ def _check_state_dict(path: Path, state: object, expected: dict[str, Tensor]) ->
     return state
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_inception_weights(
     cache_dir: str | Path,
     *,
@@ -299,7 +291,7 @@ def download_inception_weights(
     prefix = sha256_prefix.lower()
     by_hand = f"download {url} yourself and put it at {target}"
     if target.is_file():
-        actual = _sha256(target)
+        actual = sha256_of(target)
         if actual.startswith(prefix):
             return target
         raise DataError(

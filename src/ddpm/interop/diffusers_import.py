@@ -22,14 +22,14 @@ import torch
 from .._version import __version__
 from ..config import RunConfig, to_toml
 from ..errors import ConfigError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, sha256_of
 from ..models.foreign import DiffusersUnet, config_json, diffusers_version
 from ..runs.checkpoint import check_fit, save_checkpoint
 from ..runs.run_dir import StartingRun
 from ..runs.validate import validate_config
 from .hub import download, is_hub_id
 from .scheduler import DEFAULTS, run_settings
-from .source import load_weights, read_folder, sha256_of
+from .source import load_weights, read_folder
 
 PREFIX = "diffusers:"
 

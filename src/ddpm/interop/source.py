@@ -11,7 +11,6 @@ code is refused, never executed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +136,3 @@ def _renamed(key: str) -> str:
     if len(parts) >= 3 and "attentions" in parts and parts[-2] in _OLD_ATTENTION:
         parts[-2] = _OLD_ATTENTION[parts[-2]]
     return ".".join(parts)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
