@@ -95,6 +95,22 @@ def elapsed_at(run: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["elapsed_s"]) for r in csv.DictReader(f)}
 
 
+def train_seconds(elapsed: dict[int, float], step: int) -> float | None:
+    """Training seconds at ``step``: logged, or (a run stopped by its clock ends between log rows)
+    the last logged row before it plus the steps since at that row's seconds per step, taken
+    over the interval before it. None where nothing was logged before ``step``."""
+    if step in elapsed:
+        return elapsed[step]
+    before = sorted(s for s in elapsed if s < step)
+    if not before:
+        return None
+    last = before[-1]
+    if len(before) < 2:
+        return elapsed[last] * step / last
+    prev = before[-2]
+    return elapsed[last] + (step - last) * (elapsed[last] - elapsed[prev]) / (last - prev)
+
+
 def checkpoint_step(path: Path) -> int:
     """The step of a checkpoint directory ``step_00004317``, from its name (no weights read)."""
     return int(path.name.rpartition("_")[2])
@@ -145,6 +161,10 @@ def curve(args) -> None:
     print(f"{args.num_samples} real training images scored as samples: confident {ref['confident']:.3f}  fid {ref['fid']:.4f}  "
           f"kid {ref['kid_x1000']:.2f}")
     elapsed = elapsed_at(run)
+    # the images column: steps x the run's global batch (given by --processes, which the run does not record)
+    results["global_batch"] = config.train.batch_size * config.train.grad_accum * args.processes
+    for cell in results["cells"].values():  # cells kept from an earlier invocation: minutes as now computed
+        cell["train_s"] = train_seconds(elapsed, cell["step"])
     torch.set_num_threads(args.threads)
     chosen = steps_to_score([checkpoint_step(p) for p in checkpoints], args.every, args.last)
     for ckpt_path in checkpoints:
@@ -169,8 +189,7 @@ def curve(args) -> None:
             images = generate(diffusion, args.num_samples, batch_size=250, sample=sample, seed=args.seed, labels=labels)
             cell = scorer(images)
             cell.update(step=ckpt.step, sampler=name, steps=steps, guidance=w if conditional else None, num_samples=args.num_samples,
-                        images_seen=ckpt.step * config.train.batch_size * config.train.grad_accum * args.processes,
-                        train_s=elapsed.get(ckpt.step), sample_s_per_image=(time.monotonic() - began) / args.num_samples)
+                        train_s=train_seconds(elapsed, ckpt.step), sample_s_per_image=(time.monotonic() - began) / args.num_samples)
             suffix = f"-w{w:g}" if conditional else ""
             save_grid(images[:64], run / "quality_curve" / f"step{ckpt.step:08d}-{name}-{steps}{suffix}.png")
             results["cells"][key] = cell
@@ -187,9 +206,10 @@ def print_table(results: dict, images_per_s: float | None) -> None:
     print("|---|---:|---:|---:|" + ("---:|" if images_per_s else "") + "---:|---:|---:|")
     for c in cells:
         train_min = f"{c['train_s'] / 60:.1f}" if c.get("train_s") else "-"
-        at_rate = f" | {c['images_seen'] / images_per_s / 60:.1f}" if images_per_s else ""
+        images = c["step"] * results["global_batch"]
+        at_rate = f" | {images / images_per_s / 60:.1f}" if images_per_s else ""
         w = f"@{c['guidance']:g}" if c.get("guidance") else ""
-        print(f"| {c['sampler']}:{c['steps']}{w} | {c['step']} | {c['images_seen']} | {train_min}{at_rate} | "
+        print(f"| {c['sampler']}:{c['steps']}{w} | {c['step']} | {images:,} | {train_min}{at_rate} | "
               f"{c['confident']:.3f} | {c['fid']:.4f} | {c['kid_x1000']:.2f} ± {c['kid_se_x1000']:.2f} |")
 
 

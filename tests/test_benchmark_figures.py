@@ -41,6 +41,16 @@ def test_every_n_scores_the_multiples_and_the_final_checkpoint(scripts):
     assert pick([], 1100, last=False) == set()
 
 
+def test_the_final_checkpoint_s_minutes_are_carried_on_from_the_last_logged_row(scripts):
+    logged = {50: 16.0, 100: 30.0, 8150: 2200.0, 8200: 2214.0}  # metrics.csv every 50 steps; stopped at 8,220
+    seconds = scripts.curve.train_seconds
+    assert seconds(logged, 8200) == 2214.0  # logged: as written
+    assert seconds(logged, 8220) == pytest.approx(2214.0 + 20 * 14.0 / 50)  # that interval's seconds per step
+    assert seconds(logged, 120) == pytest.approx(30.0 + 20 * 14.0 / 50)  # between rows: the interval before it
+    assert seconds({50: 16.0}, 60) == pytest.approx(16.0 * 60 / 50)  # one row: its own rate from the start
+    assert seconds(logged, 40) is None and seconds({}, 4317) is None
+
+
 def test_checkpoint_steps_come_from_the_directory_names(scripts):
     assert scripts.curve.checkpoint_step(Path("runs/mnist/checkpoints/step_00004317")) == 4317
 
