@@ -40,3 +40,11 @@ def test_sha256_of_a_file_read_in_blocks_equals_hashlib_on_its_bytes(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     assert sha256_of(tmp_path / "w.bin") == hashlib.sha256(data).hexdigest()
     assert sha256_of(str(tmp_path / "empty")) == hashlib.sha256(b"").hexdigest()
+
+
+def test_first_line_quotes_another_library_s_error_in_one_line():
+    from ddpm.errors import first_line
+
+    assert first_line(ValueError("bad block type\nTraceback detail")) == "bad block type"
+    assert first_line(KeyError()) == "KeyError"  # no message: the type's name, not an IndexError
+    assert first_line(OSError("  x" * 150), 200) == ("x  " * 100)[:200]

@@ -270,3 +270,12 @@ def test_hub_unknown_id_revision_and_offline(tmp_path, hub):
     with pytest.raises(ConfigError, match="could not download google-test/ddpm-tiny from the Hub"):
         import_diffusers("google-test/ddpm-tiny", tmp_path / "r", cache_dir=cache, endpoint=endpoint)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_pipeline_s_scheduler_is_the_component_whose_class_is_a_scheduler():
+    from ddpm.interop.source import component, scheduler_component
+
+    index = {"_class_name": "DDPMPipeline", "_diffusers_version": "0.0.4", "unet": ["diffusers", "UNet2DModel"],
+             "noise": ["diffusers", "DDIMScheduler"]}
+    assert scheduler_component(index) == "noise" and component(index, ("UNet2DModel",)) == "unet"
+    assert scheduler_component({"unet": ["diffusers", "UNet2DModel"], "odd": ["diffusers", None]}) is None

@@ -28,19 +28,21 @@ def linear_betas(timesteps: int, max_beta: float = 0.999, start: float | None = 
     T = 50 the scaled end would pass 1, so betas are capped at ``max_beta`` as for cosine.
     Given ``start`` and ``end`` (diffusers' beta_start, beta_end) are used as they are.
     """
-    scale = 1000.0 / timesteps
-    start = scale * 1e-4 if start is None else start
-    end = scale * 0.02 if end is None else end
+    start, end = _linear_ends(timesteps, start, end)
     return torch.linspace(start, end, timesteps, dtype=torch.float64).clamp(max=max_beta)
 
 
 def scaled_linear_betas(timesteps: int, start: float | None = None, end: float | None = None) -> torch.Tensor:
     """diffusers' ``scaled_linear`` (latent diffusion's schedule): sqrt(beta) rises linearly from
     sqrt(start) to sqrt(end); the end points default as for :func:`linear_betas`."""
-    scale = 1000.0 / timesteps
-    start = scale * 1e-4 if start is None else start
-    end = scale * 0.02 if end is None else end
+    start, end = _linear_ends(timesteps, start, end)
     return torch.linspace(math.sqrt(start), math.sqrt(end), timesteps, dtype=torch.float64) ** 2
+
+
+def _linear_ends(timesteps: int, start: float | None, end: float | None) -> tuple[float, float]:
+    """The two linear schedules' end points: as given, or Ho et al.'s 1e-4 and 0.02 scaled by 1000 / T."""
+    scale = 1000.0 / timesteps
+    return (scale * 1e-4 if start is None else start), (scale * 0.02 if end is None else end)
 
 
 def _betas_from_alpha_bar(alpha_bar: torch.Tensor, max_beta: float) -> torch.Tensor:
@@ -230,5 +232,11 @@ def get_schedule(name: str, timesteps: int = 1000, *, zero_terminal_snr: bool = 
 def config_schedule(d) -> Schedule:
     """The schedule a run's ``[diffusion]`` section (a :class:`~ddpm.config.DiffusionConfig`) describes:
     its named schedule with its end points, or its given betas. Every reader of a run builds it here."""
-    return get_schedule(d.beta_schedule, d.timesteps, zero_terminal_snr=d.zero_terminal_snr,
-                        beta_start=d.beta_start or None, beta_end=d.beta_end or None, betas=d.betas or None)
+    return get_schedule(d.beta_schedule, d.timesteps, **schedule_options(d))
+
+
+def schedule_options(d) -> dict:
+    """:func:`get_schedule`'s keyword options from a ``[diffusion]`` section, where 0 and empty mean
+    the default (None)."""
+    return dict(zero_terminal_snr=d.zero_terminal_snr, beta_start=d.beta_start or None, beta_end=d.beta_end or None,
+                betas=d.betas or None)

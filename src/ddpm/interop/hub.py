@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import ConfigError
-from .source import WEIGHTS, component, read_json
+from ..errors import ConfigError, first_line
+from .source import WEIGHTS, component, read_json, scheduler_component
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -57,7 +57,7 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
         except RevisionNotFoundError:
             raise ConfigError(f"{repo_id} has no revision {revision!r}; give a branch, tag or commit it has") from None
         except HfHubHTTPError as err:
-            raise ConfigError(f"the Hub refused {where} ({str(err).splitlines()[0][:200]})") from None
+            raise ConfigError(f"the Hub refused {where} ({first_line(err, 200)})") from None
         except OSError as err:  # a connection refused before huggingface_hub could turn it into its own error
             raise ConfigError(f"could not download {where} from the Hub ({err.strerror or err})") from None
 
@@ -66,8 +66,7 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
         root = index_path.parent
         index = read_json(index_path)
         unet = component(index, ("UNet2DModel",)) or "unet"
-        scheduler = next((n for n, v in index.items() if isinstance(v, list) and len(v) == 2
-                          and isinstance(v[1], str) and v[1].endswith("Scheduler")), "scheduler")
+        scheduler = scheduler_component(index) or "scheduler"
         unet_config = get(f"{unet}/config.json")
         get(f"{scheduler}/scheduler_config.json")
         prefix = f"{unet}/"

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 # diffusers' early attention blocks (the google DDPMs were written with diffusers 0.0.x) named their
@@ -57,6 +57,12 @@ def component(index: dict[str, Any], classes: tuple[str, ...]) -> str | None:
     return None
 
 
+def scheduler_component(index: dict[str, Any]) -> str | None:
+    """The name of the pipeline component that is a scheduler (its class name ends in Scheduler)."""
+    return next((name for name, value in index.items() if isinstance(value, list) and len(value) == 2
+                 and isinstance(value[1], str) and value[1].endswith("Scheduler")), None)
+
+
 def _unet_config(unet_dir: Path) -> dict[str, Any]:
     path = unet_dir / "config.json"
     if not path.is_file():
@@ -92,8 +98,7 @@ def read_folder(root: str | Path) -> DiffusersFolder:
             raise ConfigError(f"{root / 'model_index.json'} names no UNet2DModel; torch-ddpm imports pixel-space "
                               "DDPMs built on UNet2DModel")
         unet_dir = root / unet
-        scheduler = next((n for n, v in index.items() if isinstance(v, list) and len(v) == 2
-                          and isinstance(v[1], str) and v[1].endswith("Scheduler")), None)
+        scheduler = scheduler_component(index)
         sched_path = root / scheduler / "scheduler_config.json" if scheduler else None
     elif (root / "config.json").is_file():
         unet_dir = root
@@ -123,9 +128,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # a pickle that wants more than tensors is refused here
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(f"{path} cannot be read as plain tensors (torch.load with weights_only=True: "
-                                  f"{first[:200]}); only weights, never code, are loaded from a .bin file") from None
+                                  f"{first_line(err, 200)}); only weights, never code, are loaded from a .bin file") from None
         if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
             raise CheckpointError(f"{path} is not a state dict of named tensors")
     return {_renamed(k): (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}

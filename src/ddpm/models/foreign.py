@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 
 INSTALL = 'pip install "torch-ddpm[diffusers]"'
 
@@ -58,8 +58,7 @@ class DiffusersUnet(nn.Module):
         try:
             self.net = UNet2DModel.from_config(config)
         except Exception as err:  # diffusers raises ValueError, TypeError, KeyError... for what it cannot build
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"diffusers {diffusers_version()} cannot build this UNet2DModel config ({reason}); "
+            raise ConfigError(f"diffusers {diffusers_version()} cannot build this UNet2DModel config ({first_line(err)}); "
                               "check its config.json or use the diffusers release that wrote it") from None
         c = self.net.config
         self.channels = int(c.in_channels)

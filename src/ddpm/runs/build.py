@@ -11,6 +11,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..facade import GaussianDiffusion
 from ..models import Unet
+from ..schedules import schedule_options
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -147,10 +148,7 @@ def build_diffusion(config: RunConfig, model: torch.nn.Module | None = None, tex
         objective=d.objective,
         beta_schedule=d.beta_schedule,
         variance_type=None if d.variance_type == "auto" else d.variance_type,
-        beta_start=d.beta_start or None,
-        beta_end=d.beta_end or None,
-        betas=d.betas or None,
-        zero_terminal_snr=d.zero_terminal_snr,
+        **schedule_options(d),  # the end points, given betas and zero terminal SNR, as config_schedule reads them
         min_snr_loss_weight=d.min_snr_gamma > 0,
         min_snr_gamma=d.min_snr_gamma,
         offset_noise_strength=d.offset_noise_strength,
